@@ -142,6 +142,62 @@ TOO_MANY = "too_many_connections"
 SPARE_PER_ADDRESS = 8
 
 
+#: sockets closed for want of a complete request within handshake_timeout, said one by
+#: one in each interval of HEAD_TIMEOUTS_EVERY seconds; the rest are counted, said in one
+#: line at its end (a slowloris of hundreds of sockets made a line each)
+HEAD_TIMEOUTS_SAID = 3
+HEAD_TIMEOUTS_EVERY = 60.0
+
+
+class HeadTimeouts:
+    """The log of sockets closed with 408: the first HEAD_TIMEOUTS_SAID of an interval
+    at INFO, the rest at DEBUG, counted, and said in one INFO line (how many, from how
+    many addresses) when the interval ends."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.log = logger
+        self.every = HEAD_TIMEOUTS_EVERY
+        self._began: float | None = None
+        self._said = 0
+        self._held = 0
+        self._hosts: set[str] = set()
+        self._seconds = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def closed(self, client: Any, part: str, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._began is None or (self._timer is None and now >= self._began + self.every):
+            self._began, self._said = now, 0
+        if self._said < HEAD_TIMEOUTS_SAID:
+            self._said += 1
+            more = self._said == HEAD_TIMEOUTS_SAID
+            self.log.info("closing a connection from %s: no complete request %s within %gs%s",
+                          client, part, seconds,
+                          "; more within a minute are counted in one line" if more else "",
+                          )  # fmt: skip
+            return
+        self.log.debug("closing a connection from %s: no complete request %s within %gs",
+                       client, part, seconds)  # fmt: skip
+        self._held += 1
+        self._seconds = seconds
+        if len(self._hosts) < 10_000:
+            self._hosts.add(str(client[0]) if isinstance(client, tuple) else str(client))
+        if self._timer is None:
+            self._timer = loop.call_at(self._began + self.every, self._say_held)
+
+    def _say_held(self) -> None:
+        began = self._began if self._began is not None else 0.0
+        self.log.info(
+            "%d more connections from %d addresses closed in the last %.0f s: no complete "
+            "request head or body within %gs (handshake_timeout; each at DEBUG)",
+            self._held, len(self._hosts), asyncio.get_running_loop().time() - began,
+            self._seconds,
+        )  # fmt: skip
+        self._timer, self._began, self._held = None, None, 0
+        self._hosts.clear()
+
+
 class RefusedAddresses(RepeatLines):
     """The 429s of the per-address connection limit, said as RepeatLines says refusals:
     the first from an address at WARNING, its repeats within a minute counted at DEBUG,
@@ -173,6 +229,7 @@ def guarded_protocol(
     refused for want of descriptors); `refused(reason)` counts a connection refused by
     the per-address limit (Backend.refused: ``palimpsest_refused_total``)."""
     repeats = RefusedAddresses(log)
+    head_timeouts = HeadTimeouts(log)
     #: sockets over their address's limit waiting to say whether they are a plain
     #: HTTP request or a websocket upgrade, per address (SPARE_PER_ADDRESS)
     spare: collections.Counter[str] = collections.Counter()
@@ -238,8 +295,7 @@ def guarded_protocol(
         def _head_timeout(self) -> None:
             self._head_timer = None
             part = "body" if self.conn.their_state is h11.SEND_BODY else "head"
-            log.info("closing a connection from %s: no complete request %s within %gs",
-                     self.client, part, settings.handshake_timeout)  # fmt: skip
+            head_timeouts.closed(self.client, part, settings.handshake_timeout)
             self._refuse(408, "Request Timeout", f"the request {part} did not arrive in time")
 
         def _refuse(self, status: int, phrase: str, text: str) -> None:

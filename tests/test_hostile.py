@@ -900,6 +900,43 @@ async def test_handshakes_are_bounded_in_time_size_and_number(settings: Settings
             await eventually(lambda: room.seq >= 1)
 
 
+async def test_handshake_timeouts_are_said_a_few_then_counted_in_one_line(
+    settings: Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slowloris (a header byte every 3 s from hundreds of sockets) made one INFO line
+    per socket, "closing a connection from (…): no complete request head within 10s":
+    295 lines in 10 s in a field test. The first few of an interval are said; the rest
+    at DEBUG, counted exactly in one INFO line when the interval ends."""
+    import logging
+
+    from palimpsest import handshake
+
+    monkeypatch.setattr(handshake, "HEAD_TIMEOUTS_EVERY", 4.0)
+    caplog.set_level(logging.DEBUG, logger="palimpsest")
+    settings.handshake_timeout = 0.5
+    settings.max_connections_per_ip = 100
+    n = 20
+    async with run_server(settings) as server:
+        answers = await asyncio.gather(
+            *(asyncio.to_thread(_raw, server.port, b"GET /ws/x HTTP/1.1\r\nHost: a\r\n")
+              for _ in range(n))
+        )  # fmt: skip
+        assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers
+
+        def summary() -> list[str]:
+            return [r.getMessage() for r in caplog.records
+                    if r.levelno == logging.INFO and "more connections" in r.getMessage()
+                    and "no complete request" in r.getMessage()]  # fmt: skip
+
+        await eventually(summary, timeout=10, what="the count said")
+    lines = [r for r in caplog.records if r.getMessage().startswith("closing a connection from")]
+    said = [r for r in lines if r.levelno >= logging.INFO]
+    assert len(lines) == n, len(lines)
+    assert 1 <= len(said) <= handshake.HEAD_TIMEOUTS_SAID, [r.getMessage() for r in said]
+    [line] = summary()
+    assert line.startswith(f"{n - len(said)} more connections"), line
+
+
 async def test_a_stalled_body_is_bounded_in_time_and_number_and_a_whole_head_in_size(
     settings: Settings,
 ) -> None:
