@@ -959,7 +959,7 @@ def test_a_restore_that_takes_out_what_others_wrote_asks_first(
     expect(dialog).to_be_visible()
     expect(dialog).to_contain_text(f"Restore version #{version}?")
     expect(dialog).to_contain_text(
-        "This removes 37 characters written by s06 and 1 other since that version. Restore?"
+        "This removes 23 characters written by s06 and 14 by s07 since that version. Restore?"
     )
     assert focused(page) == "#ask-cancel"  # (Enter alone does not restore)
     page.locator("#ask-cancel").click()
@@ -988,6 +988,60 @@ def test_a_restore_that_takes_out_what_others_wrote_asks_first(
         f"Restored version #{head + 1} (as event #{head + 3})"
     )
     expect(dialog).to_be_hidden()
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
+
+
+def test_a_restores_question_gives_each_writers_share_and_an_equal_version_says_so(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """A compliance reviewer restores a signed version: alice wrote 611 characters
+    since, bob 530. The question said "This removes 1141 characters written by alice and
+    1 other", which read as if all were alice's; it now gives each share. A version
+    whose text is the current text again is said to be so, with nothing asked nor
+    written."""
+    path = f"/api/docs/{doc_name}/text"
+    signed = "Signed text.\n"
+    steps = [("carol", signed), ("alice", "a" * 610 + "\n"), ("bob", "b" * 529 + "\n")]
+    text = ""
+    for user, more in steps:
+        text += more
+        status, answer = call(server.http_url, "PUT", path, {"text": text}, user=user)
+        assert status == 200, answer
+        if user == "carol":
+            version = answer["seq"]
+    status, would = call(
+        server.http_url, "POST", f"/api/docs/{doc_name}/restore?dry_run=true", {"seq": version},
+        user="carol",
+    )  # fmt: skip
+    assert status == 200, would
+    assert {(r["user"], r["characters"]) for r in would["removed_others"]} == {
+        ("alice", 611), ("bob", 530)
+    }, would  # fmt: skip
+
+    page = open_doc(people(), server.http_url, doc_name, "carol", f"&version={version}")
+    expect(page.locator("#preview-body")).to_have_text(signed.rstrip("\n"))
+    dialog = page.locator("#ask-dialog")
+    page.locator("#restore-btn").click()
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text(
+        "This removes 611 characters written by alice and 530 by bob since that version. Restore?"
+    )
+    page.locator("#ask-cancel").click()
+    expect(dialog).to_be_hidden()
+
+    # the text back as it was at the version (bob's and alice's lines taken out by hand)
+    status, answer = call(server.http_url, "PUT", path, {"text": signed}, user="alice")
+    assert status == 200, answer
+    head = answer["seq"]
+    http = Http(server.http_url)
+    page.goto(f"{server.http_url}/?doc={doc_name}&user=carol&version={version}")
+    expect(page.locator("#preview-body")).to_have_text(signed.rstrip("\n"))
+    page.locator("#restore-btn").click()
+    expect(page.locator(".toast span", has_text="nothing to restore").last).to_have_text(
+        f"Version #{version} is the same as the current text: nothing to restore"
+    )
+    expect(dialog).to_be_hidden()
+    assert http.doc_head(doc_name) == head
     assert not page.errors, page.errors  # type: ignore[attr-defined]
 
 

@@ -974,7 +974,7 @@ def test_the_page_shows_a_tiptap_document_live_and_its_history_by_author(
     scrub_to(carol, first)  # and restored from the page: back to alice's first version
     carol.click("#restore-btn")  # which takes out what bob and alice wrote since: asked
     expect(carol.locator("#ask-text")).to_have_text(
-        "This removes 7 characters written by bob and 1 other since that version. Restore?"
+        "This removes 6 characters written by bob and 1 by alice since that version. Restore?"
     )
     carol.click("#ask-yes")
     eventually(lambda: "today" not in view_text(alice), what="the restore in alice's Tiptap")

@@ -762,6 +762,12 @@ export class HistoryPanel {
     button.disabled = true
     try {
       const would = await this.api.restore(this.doc, seq, { dryRun: true })
+      if (would && !would.reason && changesNothing(would)) {
+        // (said as the server says "already equal": not asked about, nor written)
+        this.exitPreview()
+        toast(`Version #${seq} is the same as the current text: nothing to restore`, { kind: 'info' })
+        return
+      }
       const others = (would && !would.reason && would.removed_others) || []
       if (others.length && !(await ask({
         title: `Restore version #${seq}?`,
@@ -798,6 +804,12 @@ export class HistoryPanel {
  */
 function docNotFound (err) {
   return Boolean(err) && ((err.status === 404 && !err.unavailable) || Boolean(err.deleted))
+}
+
+/** a restore's dry run that would take out nothing and put in nothing */
+function changesNothing (would) {
+  const none = (n) => Boolean(n) && !n.characters && !n.items
+  return none(would.removed) && none(would.added)
 }
 
 const graphemes = typeof Intl !== 'undefined' && Intl.Segmenter ? new Intl.Segmenter() : null

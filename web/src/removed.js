@@ -23,12 +23,22 @@ export function removedList (removed) {
   return listed(parts)
 }
 
-/** "23 characters written by s06 and 2 others": the whole, naming who wrote most */
+/**
+ * "611 characters written by alice and 530 by bob": the whole, each writer's share (the
+ * most first, up to NAMED, then the rest together: "and 12 by 3 others"). It said "1141
+ * characters written by alice and 1 other", which read as if all were alice's.
+ */
 export function removedSummary (removed) {
   const sorted = byMost(removed)
-  const others = sorted.length - 1
-  const who = (sorted[0].user ?? 'someone else') + (others ? ` and ${plural(others, 'other')}` : '')
-  return `${amount(sum(sorted, 'characters'), sum(sorted, 'items'))} written by ${who}`
+  const rest = sorted.slice(NAMED)
+  const shares = sorted.slice(0, NAMED).map((r) => [r.characters, r.items, r.user ?? 'someone else'])
+  if (rest.length === 1) shares.push([rest[0].characters, rest[0].items, rest[0].user ?? 'someone else'])
+  if (rest.length > 1) shares.push([sum(rest, 'characters'), sum(rest, 'items'), plural(rest.length, 'other')])
+  // the unit once, with the first share, where every share is of characters alone
+  const bare = shares.every(([characters, items]) => !items && characters > 0)
+  return listed(shares.map(([characters, items, who], i) => i === 0
+    ? `${amount(characters, items)} written by ${who}`
+    : `${bare ? characters : amount(characters, items)} by ${who}`))
 }
 
 /** "a", "a and b", "a, b and c" */
