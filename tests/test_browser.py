@@ -315,8 +315,10 @@ def test_undo_in_one_page_reverts_only_its_own_typing(
     expect_text(bob, "alpha ")
     expect_text(alice, "alpha ")
 
-    # nothing left to undo for bob: a clear message, text unchanged
-    bob.locator("#undo-btn").click()
+    # nothing left to undo for bob: his Undo button is disabled, and Ctrl+Z gives a clear
+    # message, text unchanged
+    expect(bob.locator("#undo-btn")).to_be_disabled()
+    bob.keyboard.press("Control+z")
     expect(bob.locator(".toast")).to_contain_text(re.compile("nothing to undo", re.I))
     assert editor_text(bob) == "alpha "
 
@@ -329,6 +331,48 @@ def test_undo_in_one_page_reverts_only_its_own_typing(
         what="undo/redo events",
     )
     assert ("alice", "undo") in kinds and ("alice", "redo") in kinds and ("bob", "undo") in kinds
+
+
+def test_undo_and_redo_buttons_follow_the_users_stacks(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """A new user on a fresh document had Undo and Redo enabled with nothing to undo or
+    redo (a click answered "nothing to undo"). The buttons now start as the server's
+    hello says, follow each undo's and redo's answer (can_undo / can_redo) and the
+    user's own typing."""
+    page = open_doc(people(), server.http_url, doc_name, "newcomer")
+    undo, redo = page.locator("#undo-btn"), page.locator("#redo-btn")
+    eventually(
+        lambda: page.evaluate("() => window.palimpsest.session.undo.hello"),
+        what="the server's answer to hello",
+    )
+    expect(undo).to_be_disabled()
+    expect(redo).to_be_disabled()
+
+    type_at_end(page, "first")
+    expect(undo).to_be_enabled()
+    expect(redo).to_be_disabled()
+    undo.click()
+    expect_text(page, "")
+    expect(undo).to_be_disabled()  # the one step undone
+    expect(redo).to_be_enabled()
+    redo.click()
+    expect_text(page, "first")
+    expect(undo).to_be_enabled()
+    expect(redo).to_be_disabled()
+    undo.click()
+    expect(redo).to_be_enabled()
+    page.keyboard.type("other")  # typing drops the redo, on the server and here
+    expect_text(page, "other")
+    expect(undo).to_be_enabled()
+    expect(redo).to_be_disabled()
+
+    # a reload (or another tab) starts from the server's stacks
+    page.reload()
+    expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    expect(undo).to_be_enabled()
+    expect(redo).to_be_disabled()
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
 
 
 def test_history_panel_lists_previews_and_restores(server: ServerProcess, people: Any) -> None:

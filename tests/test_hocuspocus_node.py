@@ -759,6 +759,7 @@ async def test_undo_and_redo_over_stateless_messages_and_http(
         for name in ("alice", "bob", "obs"):
             await d.wait(name, "text", equals="alpha ")
         nothing = await d.request("bob", {"type": "undo", "id": 4})
+        assert nothing.pop("can_undo") is False and isinstance(nothing.pop("can_redo"), bool)
         assert nothing == {"type": "result", "id": 4, "ok": False, "reason": "nothing to undo"}
         unknown = await d.request("bob", {"type": "frobnicate", "id": 5})
         assert unknown["ok"] is False and "unknown" in unknown["reason"]

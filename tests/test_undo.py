@@ -74,7 +74,8 @@ async def test_undo_redo_text_keeps_other_users_edits(tmp_path: Path) -> None:
             assert r["ok"] is True
             await converged(srv, "t1", ">world", a, b)
             r = await undo(a)
-            assert r == {"type": "result", "id": r["id"], "ok": False, "reason": "nothing to undo"}
+            assert r == {"type": "result", "id": r["id"], "ok": False, "reason": "nothing to undo",
+                         "can_undo": False, "can_redo": True}  # fmt: skip
 
             r = await undo(a, "redo")
             assert r["ok"] is True
@@ -368,7 +369,8 @@ async def test_http_undo_of_a_name_with_no_document_is_a_404_as_reads_answer(
                     raise AssertionError(f"History.{call.__name__} of no document: no NotFound")
         async with connect(srv.ws_url, "nosuchdoc", "alice") as a:
             r = await undo(a)
-            assert r == {"type": "result", "id": r["id"], "ok": False, "reason": "nothing to undo"}
+            assert r == {"type": "result", "id": r["id"], "ok": False, "reason": "nothing to undo",
+                         "can_undo": False, "can_redo": False}  # fmt: skip
 
 
 async def test_hello_says_whether_the_user_can_undo_and_redo_now(tmp_path: Path) -> None:
@@ -387,10 +389,21 @@ async def test_hello_says_whether_the_user_can_undo_and_redo_now(tmp_path: Path)
             await edit(a, srv, "hi", lambda: a.insert(0, "one"))
             assert await hello(a, "alice") == (True, False)
             assert await hello(b, "bob") == (False, False)  # alice's step, not bob's
-            assert (await undo(a))["ok"]
+            # the answer to an undo or redo says them too, after it (the page's buttons
+            # follow each answer without asking hello again)
+            await edit(a, srv, "hi", lambda: a.insert(0, "two "))
+            r = await undo(a)
+            assert r["ok"] and (r["can_undo"], r["can_redo"]) == (True, True), r
+            r = await undo(a)
+            assert r["ok"] and (r["can_undo"], r["can_redo"]) == (False, True), r
             assert await hello(a, "alice") == (False, True)
+            r = await undo(a)  # (refused: the answer says so too)
+            assert not r["ok"] and (r["can_undo"], r["can_redo"]) == (False, True), r
         # a new connection of hers (another tab) starts right
         async with connect(srv.ws_url, "hi", "alice") as a2:
             assert await hello(a2, "alice") == (False, True)
-            assert (await undo(a2, "redo"))["ok"]
+            r = await undo(a2, "redo")
+            assert r["ok"] and (r["can_undo"], r["can_redo"]) == (True, True), r
+            r = await undo(a2, "redo")
+            assert r["ok"] and (r["can_undo"], r["can_redo"]) == (True, False), r
             assert await hello(a2, "alice") == (True, False)

@@ -34,8 +34,9 @@ async def _post(http: httpx.AsyncClient, what: str, user: str, body: Any = None)
 
 
 def _said(answer: dict[str, Any]) -> dict[str, Any]:
-    """A websocket answer less its envelope (``type``, ``id``)."""
-    return {k: v for k, v in answer.items() if k not in ("type", "id")}
+    """A websocket answer less its envelope (``type``, ``id``) and the ``can_undo`` /
+    ``can_redo`` every undo and redo answers (tests/test_undo.py)."""
+    return {k: v for k, v in answer.items() if k not in ("type", "id", "can_undo", "can_redo")}
 
 
 async def _blame(http: httpx.AsyncClient) -> list[tuple[str, str]]:

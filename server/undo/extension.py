@@ -151,8 +151,9 @@ class Undo(Extension):
         """``can_undo`` / ``can_redo``: whether the user has a step on their undo / redo
         stack now (an undo of it may still find nothing left of it to revert: others
         deleted it all), false for a reader, who may not undo. A client's buttons start
-        right, before its first undo; what changes them later (its own edits, an undo
-        from another tab) the answer does not follow: a hello asked again says."""
+        right, before its first undo; the answer to each undo and redo says them again,
+        after it. What else changes them (its own edits, an undo from another tab) no
+        answer follows: a hello asked again says."""
         st = self.state(room).get(client.user) if client.identity.can_write else None
         return {
             "can_undo": st is not None and bool(st.undo),
@@ -177,7 +178,8 @@ class Undo(Extension):
         ev = await perform(ctx.room, ctx.client.user, kind, self.backend, outcome)
         if ev is not None:
             ctx.charge(len(ev.update))  # an undo appends as much as the edit it reverts
-        return answer(ev, kind, outcome)
+        # (after the op, as hello's: the page's Undo and Redo buttons follow each answer)
+        return {**answer(ev, kind, outcome), **self.hello_answer(ctx.room, ctx.client)}
 
     async def _op_undo(self, ctx: OpContext, body: dict[str, Any]) -> dict[str, Any]:
         return await self._op(ctx, UNDO, body)

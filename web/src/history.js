@@ -781,6 +781,7 @@ export class HistoryPanel {
         toast(`Version #${seq} is the same as the current text: nothing to restore`, { kind: 'info' })
         return
       }
+      this.session.stepTaken?.() // (an undo step of the restorer's: Undo takes it back)
       const removed = data.removed_others || []
       const also = removed.length ? `. It removed ${removedList(removed)}; Undo brings them back` : ''
       toast(`Restored version #${seq} (as event #${newSeq})${also}`, {

@@ -357,6 +357,38 @@ async function showDocument (api, doc, user, token) {
   session.onUndo = undo
   session.onRedo = redo
   session.undo.on('error', (m) => toast(`Server: ${m.reason || 'error'}`, { kind: 'error' }))
+  // Undo and Redo are enabled while the user has a step to undo / redo: as the server's
+  // hello said, then each undo's and redo's answer (both say can_undo / can_redo), and
+  // this page's own typing (a step to undo; the server drops the redo stack). Another
+  // tab's undos are not seen here until the next answer: a button left enabled answers
+  // "nothing to …", which disables it. (A server without can_undo: both stay enabled.)
+  const offered = { undo: true, redo: true }
+  const can = { undo: true, redo: true }
+  const drawUndoButtons = () => {
+    $('#undo-btn').disabled = !(offered.undo && can.undo)
+    $('#redo-btn').disabled = !(offered.redo && can.redo)
+  }
+  const followStacks = (answer) => {
+    if (typeof answer.can_undo === 'boolean') can.undo = answer.can_undo
+    if (typeof answer.can_redo === 'boolean') can.redo = answer.can_redo
+    drawUndoButtons()
+  }
+  session.undo.on('result', (r) => {
+    if (r.op !== 'undo' && r.op !== 'redo') return
+    // (an answer over HTTP, the socket down, does not say them: what it did does)
+    if (r.ok && typeof r.can_undo !== 'boolean') can[r.op === 'undo' ? 'redo' : 'undo'] = true
+    followStacks(r)
+  })
+  // a step of this user's own: typing here, or a restore from the history panel (made
+  // over HTTP: it comes back through the provider, as others' edits do)
+  session.stepTaken = () => {
+    can.undo = true
+    can.redo = false
+    drawUndoButtons()
+  }
+  session.ydoc.on('update', (_update, origin) => {
+    if (origin !== session.provider && !(can.undo && !can.redo)) session.stepTaken()
+  })
   // What the server knows about this connection: who we are (a token decides that, not
   // the name typed here), our role, and which operations it offers.
   session.undo.on('hello', (hello) => {
@@ -369,9 +401,8 @@ async function showDocument (api, doc, user, token) {
     const readOnly = hello.role === 'read'
     session.setEditable(!readOnly)
     const ops = hello.ops || []
-    for (const [id, op] of [['#undo-btn', 'undo'], ['#redo-btn', 'redo']]) {
-      $(id).disabled = readOnly || (ops.length > 0 && !ops.includes(op))
-    }
+    for (const op of ['undo', 'redo']) offered[op] = !readOnly && (ops.length === 0 || ops.includes(op))
+    followStacks(hello)
     if (readOnly) showBanner(['You have read-only access to this document.'], 'info')
   })
   $('#undo-btn').addEventListener('click', () => { undo(); session.focus() })
