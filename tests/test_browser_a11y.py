@@ -437,6 +437,8 @@ def test_axe_finds_nothing_on_the_home_page_editor_history_diff_and_blame(
     expect(page.locator("#scrub")).to_have_attribute("aria-valuetext", "version 2 of 2")
     for mode in ("text", "diff", "blame"):
         preview(page, mode)
+        # (the diff's "to" list, labelled, is on show in its view only)
+        expect(page.get_by_label("to", exact=True)).to_be_visible(visible=mode == "diff")
         assert axe(page) == [], mode
     page.keyboard.press("Escape")
     page.goto(f"{server.http_url}/?doc={doc_name}&user=frank&version=1")

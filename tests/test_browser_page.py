@@ -826,6 +826,59 @@ def test_deep_links_by_name_and_bad_ones(server: ServerProcess, people: Any, doc
         expect(page.locator("#scrub-label")).not_to_contain_text(bad)
 
 
+def test_changes_between_two_named_versions_are_shown_in_the_page(
+    server: ServerProcess, people: Any, doc_name: str
+) -> None:
+    """A compliance user asks what changed between "draft-1" and "signed v2": the
+    history's "Changes since" only went from a version to the current one, so two named
+    versions (or any two) were compared over the API alone. Its "to" list now picks the
+    other version: a named one, any version, or the current one again."""
+    path = f"/api/docs/{doc_name}/text"
+    seqs = []
+    writes = [("ann", "Terms.\n"), ("bob", "Terms. Fee 10.\n"), ("cid", "Terms. Fee 12.\n")]
+    for user, text in writes:
+        status, answer = call(server.http_url, "PUT", path, {"text": text}, user=user)
+        assert status == 200, answer
+        seqs.append(answer["seq"])
+    draft, signed, head = seqs
+    for name, seq in (("draft-1", draft), ("signed v2", signed)):
+        status, answer = call(
+            server.http_url, "POST", f"/api/docs/{doc_name}/tags", {"name": name, "seq": seq}
+        )
+        assert status == 201, answer
+
+    page = open_doc(people(), server.http_url, doc_name, "eve", "&version=draft-1")
+    expect(page.locator("#preview-title")).to_have_text(f"“draft-1” · version #{draft}")
+    compare = page.locator("#compare-to")
+    expect(compare).to_be_hidden()  # (the text of a version: nothing to compare)
+    page.locator("#mode-diff").click()
+    body, legend = page.locator("#preview-body"), page.locator("#preview-legend")
+    expect(legend).to_contain_text(f"to the current version (#{head})")
+    expect(body.locator("ins")).to_have_text([" Fee 1", "2", "."])  # bob's, cid's, bob's
+
+    expect(compare).to_be_visible()
+    expect(page.get_by_label("to", exact=True)).to_have_value("")  # labelled: "to"
+    compare.select_option(label=f"“signed v2” · #{signed}")
+    expect(legend).to_contain_text(f"From #{draft} (“draft-1”) to #{signed} (“signed v2”)")
+    expect(body.locator("ins")).to_have_text(" Fee 10.")
+    expect(body.locator('ins[data-actor="bob"]')).to_have_count(1)
+    expect(body.locator("del")).to_have_count(0)
+
+    # any two versions: from signed v2 to the head, and an older one taken as the start
+    page.locator("#tab-tags").click()
+    page.locator(f'#tag-list .tag-item[data-seq="{signed}"] button').click()
+    compare.select_option(label=f"#{head}")
+    expect(legend).to_contain_text(f"From #{signed} (“signed v2”) to #{head}:")
+    expect(body.locator("ins")).to_have_text("2")
+    expect(body.locator("del")).to_have_text("0")
+    compare.select_option(label=f"#{draft}")
+    expect(legend).to_contain_text(f"From #{draft} (“draft-1”) to #{signed} (“signed v2”)")
+    expect(body.locator("ins")).to_have_text(" Fee 10.")
+    compare.select_option(label="the current version")
+    expect(legend).to_contain_text(f"From #{signed} (“signed v2”) to the current version")
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
+
+
 def test_changes_count_characters_not_utf16_units(
     server: ServerProcess, people: Any, doc_name: str
 ) -> None:

@@ -12,6 +12,8 @@ import { drawNodes, modelOfRoot, rootKinds, walkRuns } from './render.js'
 import { visibleText } from './controls.js'
 
 const SESSION_ROWS = 300
+// versions listed to compare with, the newest first (older ones: GET /diff?from=&to=)
+const COMPARE_ROWS = 2000
 
 export class HistoryPanel {
   constructor ({ api, doc, user, session }) {
@@ -30,6 +32,9 @@ export class HistoryPanel {
     this.eventCache = new Map() // seq -> event
     this.mark = authorMarks([]) // actor -> mark in the timeline drawn (colors.js)
     this.tags = []
+    // the version "Changes since" counts up to: null for the current one, else a seq
+    // (two named versions compared: "draft-1" on show, "signed v2" chosen here)
+    this.compareTo = null
     this._previewToken = 0
 
     this.el = $('#history')
@@ -46,6 +51,11 @@ export class HistoryPanel {
       button.addEventListener('click', () => this.setMode(button.dataset.mode))
     }
     tabKeys($('#preview-modes'), (tab) => this.setMode(tab.dataset.mode))
+    $('#compare-to').addEventListener('change', (event) => {
+      const value = event.target.value
+      this.compareTo = value === '' ? null : Number(value)
+      if (this.previewSeq !== null) this.renderPreview(++this._previewToken)
+    })
     for (const button of document.querySelectorAll('.tabs [data-tab]')) {
       button.addEventListener('click', () => this.setTab(button.dataset.tab))
     }
@@ -161,7 +171,8 @@ export class HistoryPanel {
       await this.renderFlatEvents(sessions.reason, token)
     }
     this.updateScrub()
-    if (this.previewSeq !== null && this.mode === 'diff' && this.head !== oldHead) {
+    this.fillCompare()
+    if (this.previewSeq !== null && this.mode === 'diff' && this.compareTo === null && this.head !== oldHead) {
       this.renderPreview(++this._previewToken) // "changes since" is against the live head
     }
   }
@@ -510,6 +521,44 @@ export class HistoryPanel {
     }
   }
 
+  /**
+   * The versions "Changes since" can count up to: the current one, each named version,
+   * then every version from the newest (the slider's range), the one chosen kept.
+   */
+  fillCompare () {
+    const select = $('#compare-to')
+    const chosen = this.compareTo
+    clear(select)
+    select.append(h('option', { value: '' }, 'the current version'))
+    if (this.tags.length) {
+      select.append(h('optgroup', { label: 'Named versions' },
+        [...this.tags].sort((a, b) => b.seq - a.seq).map((t) =>
+          h('option', { value: String(t.seq) }, `“${t.name}” · #${t.seq}`))))
+    }
+    const seqs = []
+    for (let seq = this.head; seq >= this.firstSeq && seqs.length < COMPARE_ROWS; seq--) seqs.push(seq)
+    if (seqs.length) {
+      select.append(h('optgroup', { label: 'Versions' },
+        seqs.map((seq) => h('option', { value: String(seq) }, `#${seq}`))))
+    }
+    if (chosen !== null && !select.querySelector(`option[value="${chosen}"]`)) {
+      select.append(h('option', { value: String(chosen) }, `#${chosen}`))
+    }
+    select.value = chosen === null ? '' : String(chosen)
+  }
+
+  /** [from, to] of "Changes since" the version `seq`: to the version chosen, older first */
+  diffRange (seq) {
+    const to = this.compareTo ?? Math.max(this.head, seq)
+    return to < seq ? [to, seq] : [seq, to]
+  }
+
+  /** "#3 (“draft-1”)" */
+  versionName (seq) {
+    const tag = this.tags.find((t) => t.seq === seq)
+    return tag ? `#${seq} (“${tag.name}”)` : `#${seq}`
+  }
+
   // ----- preview -----
 
   /**
@@ -570,6 +619,7 @@ export class HistoryPanel {
     const selected = tabs.find((button) => button.dataset.mode === mode)
     selectTab(tabs, selected)
     $('#preview').setAttribute('aria-labelledby', selected.id)
+    $('#compare').hidden = mode !== 'diff'
     if (this.previewSeq !== null) this.renderPreview(++this._previewToken)
   }
 
@@ -618,7 +668,7 @@ export class HistoryPanel {
         body.append(textOf(version.roots, root))
         legend.append(h('span', { class: 'muted' }, 'The text as it was at this version.'))
       } else if (this.mode === 'diff') {
-        const diff = await this.api.diff(this.doc, realSeq, Math.max(this.head, realSeq))
+        const diff = await this.api.diff(this.doc, ...this.diffRange(realSeq))
         if (token !== this._previewToken) return
         const ops = own(diff.roots, root)?.ops || []
         const authors = new Set()
@@ -633,7 +683,7 @@ export class HistoryPanel {
         }
         const mark = authorMarks(authors)
         for (const op of merged) body.append(opSpan(op, mark))
-        legend.append(...diffLegend(diff, realSeq, inserted, deleted, authors, moved, mark))
+        legend.append(...this.diffLegend(diff, realSeq, inserted, deleted, authors, moved, mark))
         if (!ops.length) body.append(h('span', { class: 'muted' }, '(empty)'))
       } else if (this.mode === 'blame') {
         const blame = await this.api.blame(this.doc, realSeq)
@@ -722,7 +772,7 @@ export class HistoryPanel {
     }
     const diffing = this.mode === 'diff'
     const answer = diffing
-      ? await this.api.diff(this.doc, seq, Math.max(this.head, seq), 'actor')
+      ? await this.api.diff(this.doc, ...this.diffRange(seq), 'actor')
       : await this.api.blame(this.doc, seq, 'actor')
     if (token !== this._previewToken) return
     const authors = new Set()
@@ -747,8 +797,23 @@ export class HistoryPanel {
       section(name).append(nodes.length ? drawNodes(nodes, diffing ? diffDeco(mark) : blameDeco(mark)) : h('span', { class: 'muted' }, '(empty)'))
     }
     legend.append(...(diffing
-      ? diffLegend(answer, seq, inserted, deleted, authors, moved, mark)
+      ? this.diffLegend(answer, seq, inserted, deleted, authors, moved, mark)
       : [h('span', {}, `Who made and wrote each part of version #${seq}:`), authorChips(authors, mark)]))
+  }
+
+  /** what a diff shows: from which version to which, the counts, the authors */
+  diffLegend (diff, seq, inserted, deleted, authors, moved, mark) {
+    const [from, to] = this.diffRange(seq)
+    const upTo = this.compareTo === null
+      ? `the current version${diff.to !== undefined && diff.to !== null ? ` (#${diff.to})` : ''}`
+      : this.versionName(diff.to ?? to)
+    return [
+      h('span', {}, `From ${this.versionName(diff.from ?? from)} to ${upTo}: `),
+      h('span', { class: 'ins-sample' }, `+${inserted}`), ' ',
+      h('span', { class: 'del-sample' }, `−${deleted}`), ' characters',
+      moved ? h('span', { class: 'moved-sample' }, ` (${moved} moved)`) : null,
+      authorChips(authors, mark)
+    ].filter((part) => part !== null) // (append() writes a null out as "null")
   }
 
   /**
@@ -945,15 +1010,6 @@ function seqRange (first, last) {
   return last === undefined || last === null || first === last ? `#${first}` : `#${first}–#${last}`
 }
 
-function diffLegend (diff, seq, inserted, deleted, authors, moved, mark) {
-  return [
-    h('span', {}, `From #${diff.from ?? seq} to the current version${diff.to !== undefined ? ` (#${diff.to})` : ''}: `),
-    h('span', { class: 'ins-sample' }, `+${inserted}`), ' ',
-    h('span', { class: 'del-sample' }, `−${deleted}`), ' characters',
-    moved ? h('span', { class: 'moved-sample' }, ` (${moved} moved)`) : null,
-    authorChips(authors, mark)
-  ].filter((part) => part !== null) // (append() writes a null out as "null")
-}
 
 const authorStyle = (actor) => actor ? { '--author': colorFor(actor), '--author-light': lightColorFor(actor, 0x33) } : null
 
