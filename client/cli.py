@@ -341,18 +341,26 @@ def _root_value(version: Version, name: str) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
 
 
-async def cmd_cat(args: argparse.Namespace) -> int:
-    async with _history(args) as h:
-        # a name nobody has written to (a typo?) is an error (NotFound), as in `history`;
-        # a document whose text is empty prints nothing
-        v = await h.version(args.doc, args.seq, at=args.at, tag=args.tag)
-        if args.at is not None and v.seq == 0:
-            return await _before_first_event(args, h)
+async def _version_and_root(args: argparse.Namespace, h: History) -> tuple[Version, str] | int:
+    """The version `cat` and `blame` print (--seq, --at or --tag) and its root (--root);
+    an exit status, said on stderr, when there is none. A name nobody has written to (a
+    typo?) is an error (NotFound), as in `history`."""
+    v = await h.version(args.doc, args.seq, at=args.at, tag=args.tag)
+    if args.at is not None and v.seq == 0:
+        return await _before_first_event(args, h)
     try:
-        name = pick_root(args.doc, v.roots, args.root, editing=False)
+        return v, pick_root(args.doc, v.roots, args.root, editing=False)
     except NoRoot as e:
         print(f"palimpsest: {e}", file=sys.stderr)
         return 2
+
+
+async def cmd_cat(args: argparse.Namespace) -> int:
+    async with _history(args) as h:
+        found = await _version_and_root(args, h)  # (an empty text prints nothing)
+    if isinstance(found, int):
+        return found
+    v, name = found
     if args.actor:
         return await _cat_by(args, v, name)
     _write(_root_value(v, name))
@@ -402,14 +410,10 @@ async def _cat_by(args: argparse.Namespace, v: Version, name: str) -> int:
 
 async def cmd_blame(args: argparse.Namespace) -> int:
     async with _history(args) as h:
-        v = await h.version(args.doc, args.seq, at=args.at, tag=args.tag)
-        if args.at is not None and v.seq == 0:
-            return await _before_first_event(args, h)
-        try:
-            name = pick_root(args.doc, v.roots, args.root, editing=False)
-        except NoRoot as e:
-            print(f"palimpsest: {e}", file=sys.stderr)
-            return 2
+        found = await _version_and_root(args, h)
+        if isinstance(found, int):
+            return found
+        v, name = found
         kind = (v.roots.get(name) or {}).get("type")
         if kind not in (None, "text"):
             print(f"palimpsest: {args.doc!r}'s root {name!r} is {kind}: blame prints a text "
