@@ -77,7 +77,7 @@ async def test_a_renamed_user_is_gone_from_the_file_and_keeps_blame_and_undo(
 
     ran = await cli(capfd, "rename-actor", OLD, NEW, "--yes", "--db", str(db))  # type: ignore[arg-type]
     assert ran.code == 0, ran
-    assert f"{OLD} -> {NEW}" in ran.out and "1 tag" in ran.out, ran
+    assert f"{OLD} -> {NEW}" in ran.out and "1 tag (1 record of tag changes)" in ran.out, ran
     assert traces(db, OLD) == []
     assert traces(db, "bob")  # nobody else was touched
     ran = await cli(capfd, "verify", "--db", str(db))  # type: ignore[arg-type]

@@ -825,10 +825,11 @@ async def rename_actor(store: EventStore, args: argparse.Namespace) -> int:
             raise
         raise AdminError(f"{e} (every server on this store: they hold the old name in "
                          "memory)") from None  # fmt: skip
-    if not (done.symbol or done.tags or done.snapshots):
+    if not (done.symbol or done.tags or done.snapshots or done.tag_moves):
         raise AdminError(f"{args.old!r} is no actor of this store: nothing to rename")
+    moves = f" ({_n(done.tag_moves, 'record')} of tag changes)" if done.tag_moves else ""
     print(f"palimpsest rename-actor: {args.old} -> {args.new}: "
-          f"{_n(len(done.docs), 'document')} written by them, {_n(done.tags, 'tag')}, "
+          f"{_n(len(done.docs), 'document')} written by them, {_n(done.tags, 'tag')}{moves}, "
           f"{_n(done.snapshots, 'snapshot')} rewritten, "
           f"{_n(done.derived, 'attribution index', 'attribution indexes')} dropped")  # fmt: skip
     if done.damaged_snapshots:

@@ -495,7 +495,6 @@ class ActorRenamed:
     symbol: bool = False
     #: documents whose events the actor wrote (their stored attribution index is dropped)
     docs: tuple[str, ...] = ()
-    #: tag rows and tag history rows (who created, moved or deleted a tag) renamed
     tags: int = 0
     #: snapshot rows rewritten (undo stacks, owners)
     snapshots: int = 0
@@ -504,6 +503,8 @@ class ActorRenamed:
     damaged_snapshots: int = 0
     #: stored attribution indexes dropped (a cache: rebuilt on the next blame)
     derived: int = 0
+    #: tag history rows renamed (who created, moved or deleted a tag)
+    tag_moves: int = 0
 
 
 #: EventStore.restamp's mapping of an event's ts (one after its cutoff) to its new ts

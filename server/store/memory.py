@@ -316,11 +316,12 @@ class MemoryStore(EventStore):
                     if t.actor == old:
                         by_name[name] = dataclasses.replace(t, actor=new)
                         renamed_tags += 1
+            tag_moves = 0
             for moves in self._tag_moves.values():
                 for i, m in enumerate(moves):
                     if m.actor == old:
                         moves[i] = dataclasses.replace(m, actor=new)
-                        renamed_tags += 1
+                        tag_moves += 1
             snapshots = damaged = 0
             for doc, rows in self._snaps.items():
                 for seq, (ts, state, stored, meta) in rows.items():
@@ -335,7 +336,8 @@ class MemoryStore(EventStore):
                         docs.add(doc)
             derived = sum(len(self._derived.pop(doc, {})) for doc in docs)
             return ActorRenamed(any(e.actor == old for e in events), tuple(sorted(docs)),
-                                renamed_tags, snapshots, damaged, derived)  # fmt: skip
+                                renamed_tags, snapshots, damaged, derived,
+                                tag_moves)  # fmt: skip
 
     async def restamp(self, doc: str, after: int, stamp: Stamp, rewrite: MetaRewrite) -> Restamped:
         self._check()

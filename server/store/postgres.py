@@ -1658,9 +1658,11 @@ class PostgresStore(EventStore):
                 tags = int((await conn.execute(
                     "UPDATE tags SET actor = $1 WHERE actor = $2", new, old
                 )).split()[-1])  # fmt: skip
-                if await conn.fetchval("SELECT to_regclass('tag_history') IS NOT NULL"):
+                tag_moves = 0
+                history = await conn.fetchval("SELECT to_regclass('tag_history') IS NOT NULL")
+                if history:
                     # who created, moved or deleted a tag: the name must not stay there
-                    tags += int((await conn.execute(
+                    tag_moves = int((await conn.execute(
                         "UPDATE tag_history SET actor = $1 WHERE actor = $2", new, old
                     )).split()[-1])  # fmt: skip
                 snapshots = damaged = 0
@@ -1687,9 +1689,12 @@ class PostgresStore(EventStore):
                         "DELETE FROM derived WHERE doc = ANY($1::text[])", sorted(docs)
                     )).split()[-1])  # fmt: skip
             # the old rows' versions stay in the tables' files until they are rewritten
-            await conn.execute("VACUUM FULL symbols, tags, snapshots, derived")
+            await conn.execute(
+                "VACUUM FULL symbols, tags, snapshots, derived"
+                + (", tag_history" if history else "")
+            )
             return ActorRenamed(old in ids, tuple(sorted(docs)), tags, snapshots, damaged,
-                                derived)  # fmt: skip
+                                derived, tag_moves)  # fmt: skip
 
         done = await self._run(run, "actor rename")
         self._sym.rename(old, new)

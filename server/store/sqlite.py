@@ -1976,8 +1976,9 @@ class SQLiteStore(EventStore):
                 damaged_segments = uses.damaged
                 db.execute("UPDATE symbols SET name = ? WHERE id = ?", (new, uses.symbol))
             tags = db.execute("UPDATE tags SET actor = ? WHERE actor = ?", (new, old)).rowcount
+            tag_moves = 0
             try:  # who created, moved or deleted a tag: the name must not stay there
-                tags += db.execute(
+                tag_moves = db.execute(
                     "UPDATE tag_history SET actor = ? WHERE actor = ?", (new, old)
                 ).rowcount
             except sqlite3.OperationalError as e:
@@ -2009,7 +2010,7 @@ class SQLiteStore(EventStore):
                 log.warning("rename of an actor: %d damaged segments could not be read",
                             damaged_segments)  # fmt: skip
             return ActorRenamed(old in ids, tuple(sorted(docs)), tags, snapshots, damaged,
-                                derived)  # fmt: skip
+                                derived, tag_moves)  # fmt: skip
 
         def scrubbed(db: sqlite3.Connection) -> ActorRenamed:
             # what UPDATE and DELETE free is overwritten with zeros, not left in the page
