@@ -84,6 +84,9 @@ async def test_a_y_websocket_bots_group_is_one_undo_and_keeps_a_humans_words(
             "id": again["id"],
             "ok": False,
             "reason": "nothing to undo",
+            # (its group is on its redo stack now)
+            "can_undo": False,
+            "can_redo": True,
         }
     finally:
         await alice.aclose()

@@ -56,6 +56,7 @@ async def test_a_redo_of_a_deletion_someone_else_made_since_says_so(tmp_path: Pa
             assert answer == {
                 "type": "result", "id": answer["id"], "ok": False, "reason": GONE_BY_OTHERS,
                 "skipped": [[deleted.seq]],
+                "can_undo": True, "can_redo": True,  # (the step stayed on her stack)
             }, answer  # fmt: skip
             async with httpx.AsyncClient(base_url=srv.url) as http:
                 r = await http.post("/api/docs/words/redo", params={"user": "alice"})
