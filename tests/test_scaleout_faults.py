@@ -30,7 +30,7 @@ from yclient import YClient, connect
 
 from palimpsest.deletion import tombstone_for
 from palimpsest.fanout import encode, parse_url
-from palimpsest.store.base import NewEvent
+from palimpsest.store.base import Event, NewEvent
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -447,25 +447,9 @@ async def test_edits_behind_a_read_the_store_does_not_answer_are_logged(
                 p = c.procs[0]
                 async with connect(c.ws(0), "hang", user="ann") as a:
                     await type_into(a, "hi")
-                    async with open_store(store_url) as store:  # not through the proxy
-                        await eventually(lambda: _is_at(store.head("hang"), 2), what="hi")
-                        # and the process has the store's answers (logged is not answered:
-                        # an answer held by the stall keeps a commit in flight)
-                        await eventually(
-                            lambda: _metric_is(p.http_url, "palimpsest_commit_waiting_edits", 0),
-                            what="hi answered",
-                        )
-                        [_lost, sent] = await store.append(
-                            [("hang", [NewEvent("ghost", "edit", foreign_update("[lost]"))]),
-                             ("hang", [NewEvent("ghost", "edit", foreign_update("[sent]"))])]
-                        )  # fmt: skip
+                    sent = await _ghost_events_behind(store_url, p, "hang")
                     await asyncio.to_thread(proxy.stall)
-                    redis_url, prefix, _ = parse_url(fan)
-                    r = aioredis.Redis.from_url(redis_url)
-                    try:
-                        await r.publish(f"{prefix}:hang", encode("ghost-process", sent))
-                    finally:
-                        await r.aclose()
+                    await _publish_as_ghost(fan, "hang", sent)
                     # The message and the keystrokes come on two connections: nothing
                     # orders them, and a keystroke first is committed first (its commit
                     # hangs, "has not answered a commit", and the rest waits behind it:
@@ -521,23 +505,9 @@ async def test_a_read_of_the_log_the_store_refuses_is_waited_out_not_a_reload(
                 p = c.procs[0]
                 async with connect(c.ws(0), "cut", user="ann") as a:
                     await type_into(a, "hi")
-                    async with open_store(store_url) as store:  # not through the proxy
-                        await eventually(lambda: _is_at(store.head("cut"), 2), what="hi")
-                        await eventually(
-                            lambda: _metric_is(p.http_url, "palimpsest_commit_waiting_edits", 0),
-                            what="hi answered",
-                        )
-                        [_lost, sent] = await store.append(
-                            [("cut", [NewEvent("ghost", "edit", foreign_update("[lost]"))]),
-                             ("cut", [NewEvent("ghost", "edit", foreign_update("[sent]"))])]
-                        )  # fmt: skip
+                    sent = await _ghost_events_behind(store_url, p, "cut")
                     await asyncio.to_thread(proxy.cut)
-                    redis_url, prefix, _ = parse_url(fan)
-                    r = aioredis.Redis.from_url(redis_url)
-                    try:
-                        await r.publish(f"{prefix}:cut", encode("ghost-process", sent))
-                    finally:
-                        await r.aclose()
+                    await _publish_as_ghost(fan, "cut", sent)
                     await eventually(
                         lambda: "catching up to seq" in p.log_text()
                         or "pipeline failed" in p.log_text(),
@@ -554,6 +524,35 @@ async def test_a_read_of_the_log_the_store_refuses_is_waited_out_not_a_reload(
                     )  # fmt: skip
                     assert a.close_code is None, (a.close_code, a.close_reason)
                     assert "dropped after a failure" not in p.log_text()
+
+
+async def _ghost_events_behind(store_url: str, p: ServerProcess, doc: str) -> Event:
+    """Once `p` has logged and been answered for `doc`'s "hi" (seq 2: logged is not
+    answered, and an answer held by a stall keeps a commit in flight), two events of a
+    "ghost" process written straight into the store (not through a proxy): "[lost]",
+    which no message brings, and "[sent]", returned, for _publish_as_ghost to bring
+    after that gap, so that the room reads the log."""
+    async with open_store(store_url) as store:
+        await eventually(lambda: _is_at(store.head(doc), 2), what="hi")
+        await eventually(
+            lambda: _metric_is(p.http_url, "palimpsest_commit_waiting_edits", 0),
+            what="hi answered",
+        )
+        [_lost, sent] = await store.append(
+            [(doc, [NewEvent("ghost", "edit", foreign_update("[lost]"))]),
+             (doc, [NewEvent("ghost", "edit", foreign_update("[sent]"))])]
+        )  # fmt: skip
+    return sent
+
+
+async def _publish_as_ghost(fan: str, doc: str, event: Event) -> None:
+    """`event` published on the fan-out `fan` as another process's message."""
+    redis_url, prefix, _ = parse_url(fan)
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        await r.publish(f"{prefix}:{doc}", encode("ghost-process", event))
+    finally:
+        await r.aclose()
 
 
 async def _metric(url: str, name: str) -> float:
