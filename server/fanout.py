@@ -164,6 +164,8 @@ SILENCE_MAX = 10.0
 #: many seconds fails, rather than holding the publisher (a URL's own ?socket_timeout=
 #: wins)
 COMMAND_TIMEOUT = 5.0
+# how long stop() waits for its tasks, then for Redis's connections to close
+STOP_WITHIN = 5.0
 
 
 #: while publishes fail, the log says so again (with the messages dropped) this often
@@ -657,11 +659,31 @@ class Fanout(Extension, Service):
                  self.deployment or "unknown (messages of others are not told apart)")  # fmt: skip
 
     async def stop(self) -> None:
-        await cancel_and_wait(*self._tasks, *self._heals, log=log)
+        """Cancel the tasks and close the connections, each within STOP_WITHIN: a
+        shutdown is not held up by a task that ignores its cancel or a Redis that
+        does not answer a close (what is left is logged, and the process goes on)."""
+        tasks = [*self._tasks, *self._heals]
+        for task in tasks:
+            task.cancel()
+        # (asyncio.wait, not a timeout around the awaits: a cancel of the awaiting task
+        # goes to the task it awaits, and one that ignores it would hold it still)
+        done, pending = await asyncio.wait(tasks, timeout=STOP_WITHIN) if tasks else ((), ())
+        if pending:
+            log.warning(
+                "the fan-out stops without waiting for %s: still running %g s after "
+                "being cancelled", ", ".join(sorted(t.get_name() for t in pending)),
+                STOP_WITHIN,
+            )  # fmt: skip
+        await cancel_and_wait(*done, log=log)  # (ended: their errors are logged)
         self._tasks = []
         if self._redis is not None:
-            with contextlib.suppress(Exception):
-                await self._redis.aclose()
+            try:
+                async with asyncio.timeout(STOP_WITHIN):
+                    await self._redis.aclose()
+            except TimeoutError:
+                log.warning("Redis did not close within %g s; the fan-out stops", STOP_WITHIN)
+            except Exception as e:
+                log.debug("closing Redis: %r", e)
             self._redis = None
 
     # --- publishing ----------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import PG_PORT, eventually
+from conftest import PG_PORT, eventually, free_port, run_server
 from pycrdt import Doc, Text
 from redis import asyncio as aioredis
 from scaleout import (
@@ -29,7 +29,8 @@ from stallproxy import StallingProxy
 from yclient import YClient, connect
 
 from palimpsest.deletion import tombstone_for
-from palimpsest.fanout import encode, parse_url
+from palimpsest.fanout import Fanout, encode, parse_url
+from palimpsest.settings import Settings
 from palimpsest.store.base import Event, NewEvent
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -667,3 +668,41 @@ async def test_the_gap_check_never_brings_a_new_document_into_an_old_room(
             await eventually(lambda: bob.ws.close_code is not None, what="bob closed")
             assert bob.ws.close_code == 4404, (bob.ws.close_code, bob.ws.close_reason)
             assert bob.content == "OLD", bob.content
+
+
+async def test_a_fanout_task_that_ignores_its_cancel_does_not_hold_up_the_shutdown(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server of a clean-clone CI run took over 15 s to stop after SIGTERM, its last
+    line "going away": the fan-out's stop() waited on its tasks and on Redis's close
+    with no bound. Now each wait is bounded (STOP_WITHIN), and what it left is said."""
+    monkeypatch.setattr("palimpsest.fanout.STOP_WITHIN", 0.5)
+    released = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not released.is_set():
+            try:
+                await released.wait()
+            except asyncio.CancelledError:
+                continue  # ignores its cancel, as a task stuck in a library might
+
+    async with fresh_schema() as url:
+        settings = Settings(store=url, fanout=fanout_url(), port=free_port(), instance="stuck")
+        task: asyncio.Task[None] | None = None
+        try:
+            async with run_server(settings) as srv:
+                fanout = srv.backend.extension(Fanout)
+                assert fanout is not None
+                await eventually(lambda: fanout.connected, what="subscribed")
+                task = asyncio.create_task(stubborn(), name="stuck-heal")
+                fanout._heals.add(task)
+            # the server stopped while the task still runs
+            assert not task.done()
+            said = [
+                r.getMessage() for r in caplog.records if "without waiting for" in r.getMessage()
+            ]
+            assert said and "stuck-heal" in said[0], said
+        finally:
+            released.set()
+            if task is not None:
+                await task
