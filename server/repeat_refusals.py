@@ -17,7 +17,14 @@ expired, its document was deleted). Not counted are those for what one connectio
 (a frame too large, an update that does not decode, items under another user's client
 id): a second tab of the same user sends the same request, and with nothing refused of
 its own it was held back for as long as the first tab's provider sent its refused update
-again (on every reconnect: it is in its Y.Doc)."""
+again (on every reconnect: it is in its Y.Doc).
+
+Counted too, though it is no refusal for good: an app's extension whose ``on_connect``
+raised a bug (ExtensionFailed, close 1011). It fails the same way at every attempt
+(y-websocket 3.0 reads no close code: an accepted socket closed with 1011 brought it
+back 100 ms later, ten times a second, each attempt running the hook again), so once
+repeated it is refused at the handshake with HTTP 500; a fix deployed, or a hook whose
+trouble was a moment's, lets the request in once the window has passed."""
 
 from __future__ import annotations
 
@@ -83,9 +90,12 @@ class RepeatRefusals:
         #: request -> (its last close code, when it was refused with it, newest last)
         self._seen: OrderedDict[bytes, tuple[int, deque[float]]] = OrderedDict()
 
-    def refused(self, key: bytes, code: int) -> None:
-        """Request `key` was refused with close `code` (after its socket was accepted)."""
-        if not held_back(code):
+    def refused(self, key: bytes, code: int, counted: bool | None = None) -> None:
+        """Request `key` was refused with close `code` (after its socket was accepted).
+        `counted`: whether the refusal counts (None: a refusal for good, held_back); the
+        websocket route counts an extension's bug in on_connect too (1011, the module
+        says why)."""
+        if not (held_back(code) if counted is None else counted):
             return
         last = self._seen.pop(key, None)
         times = last[1] if last is not None and last[0] == code else deque(maxlen=self.times)

@@ -637,3 +637,105 @@ async def test_a_bug_in_on_update_neither_closes_the_socket_nor_loses_the_edit(
         assert counted in metrics, metrics
     tracebacks = [r.getMessage() for r in caplog.records if r.exc_info]
     assert tracebacks == ["AlwaysFails.on_update(d) failed; the update goes on"], tracebacks
+
+
+#: a y-websocket client on a document whose on_connect never lets it in: each of its
+#: first `ATTEMPTS` closes (one per connection attempt), as "code reason"
+CONNECT_REFUSED = """
+const alice = connect('alice')
+const closes = []
+alice.provider.on('connection-close', (e) => closes.push(e ? `${e.code} ${e.reason}` : null))
+await until('8 attempts', () => closes.length >= 8)
+alice.provider.destroy()
+process.stdout.write(JSON.stringify(closes.slice(0, 8)))
+process.exit(0)
+"""
+
+
+class RefusesToConnect(Extension):
+    """An on_connect that never lets anyone in: by a bug (`crash`), or on purpose."""
+
+    def __init__(self, crash: bool) -> None:
+        self.crash = crash
+        self.calls = 0
+
+    async def on_connect(self, client: Client) -> None:
+        self.calls += 1
+        if self.crash:
+            raise KeyError("session")  # a bug: a dict without the key it expected
+        raise palimpsest.Forbidden("this app's pages are closed for maintenance")
+
+
+@pytest.mark.node
+@pytest.mark.usefixtures("node_modules")
+@pytest.mark.parametrize("crash", [True, False], ids=["crash", "refusal"])
+async def test_an_on_connect_that_always_refuses_is_not_hammered(
+    settings: Settings, caplog: pytest.LogCaptureFixture, crash: bool
+) -> None:
+    """An on_connect that raised a bug (not a PalimpsestError) closed every attempt with
+    1011 after the socket opened; y-websocket counts an opened socket as a success and
+    comes back 100 ms later, so one tab made 10 attempts a second, each calling the
+    hook and logging a line, for as long as the page was open. Now a request refused
+    so three times is refused at the handshake (HTTP 500) until the window passes, as a
+    44xx refusal (a Forbidden raised on purpose) is: the provider's back-off applies.
+    The first attempts still read why; the traceback is logged once."""
+    ext = RefusesToConnect(crash)
+    async with run_server(settings, _backend(settings, ext)) as srv:
+        out = json.loads(await node_scenario(scenario(CONNECT_REFUSED), srv.ws_url, srv.url, "d"))
+    if crash:
+        said = "1011 the server's extension RefusesToConnect failed in on_connect"
+    else:
+        said = "4403 this app's pages are closed for maintenance"
+    assert out == [said] * 3 + ["1006 "] * 5, out
+    assert ext.calls == 3
+    tracebacks = [r.getMessage() for r in caplog.records if r.exc_info]
+    assert tracebacks == (["RefusesToConnect.on_connect(d) failed"] if crash else []), tracebacks
+    said_refused = [  # (those at the handshake are said at DEBUG)
+        r.getMessage() for r in caplog.records
+        if r.levelno >= logging.INFO and r.getMessage().startswith("refused websocket for 'd'")
+    ]  # fmt: skip
+    assert len(said_refused) == 3, said_refused
+
+
+#: a @hocuspocus/provider 3.x socket whose on_connect never lets it in: its first 6
+#: closes (one per attempt), as "code reason"; `ws` throws an error of its own when the
+#: provider gives up an attempt refused at the handshake, which is not the test's
+HOCUSPOCUS_REFUSED = """
+import * as Y from 'yjs'
+import WebSocket from 'ws'
+import { HocuspocusProvider, HocuspocusProviderWebsocket } from 'hocuspocus-provider-3'
+const { WS, DOC } = process.env
+process.on('uncaughtException', () => {})
+const socket = new HocuspocusProviderWebsocket(
+  { url: WS, WebSocketPolyfill: WebSocket, quiet: true })
+const closes = []
+socket.on('close', ({ event }) => closes.push(`${event.code} ${event.reason}`))
+const provider = new HocuspocusProvider(
+  { websocketProvider: socket, name: DOC, document: new Y.Doc(), token: 't' })
+provider.attach()
+const end = Date.now() + 20000
+while (closes.length < 6 && Date.now() < end) await new Promise((r) => setTimeout(r, 20))
+provider.destroy()
+socket.destroy()
+process.stdout.write(JSON.stringify(closes.slice(0, 6)))
+process.exit(0)
+"""
+
+
+@pytest.mark.node
+@pytest.mark.usefixtures("node_modules")
+async def test_a_hocuspocus_socket_whose_on_connect_fails_is_held_back_too(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A /hocuspocus socket refused by a bug in on_connect was never held back: the
+    provider came back about twice a second, each attempt running the hook and logging
+    a WARNING. Past the third in 30 s it is refused at the handshake."""
+    ext = RefusesToConnect(True)
+    async with run_server(settings, _backend(settings, ext)) as srv:
+        url = srv.ws_url.removesuffix("/ws") + "/hocuspocus"
+        out = json.loads(await node_scenario(HOCUSPOCUS_REFUSED, url, srv.url, "d"))
+    said = "1011 the server's extension RefusesToConnect failed in on_connect"
+    assert out == [said] * 3 + ["1006 "] * 3, out
+    assert ext.calls == 3
+    warned = [r for r in caplog.records if r.getMessage().startswith("refused hocuspocus socket")]
+    assert len(warned) == 3, warned

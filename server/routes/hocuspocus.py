@@ -53,7 +53,7 @@ from ..limits import frame_limit
 from ..locking import lock_of
 from ..names import validate_doc_name
 from ..repeat_logs import Who
-from ..repeat_refusals import held_back
+from ..repeat_refusals import held_back, request_key
 from ..resync import overdue_words
 from ..room import EMPTY_UPDATE, Room
 from .wire_write import detach_reader
@@ -61,11 +61,13 @@ from .ws import (
     ANY,
     Connection,
     client_id,
+    count_refusal,
     extension_answer,
     held_left,
     offered,
     reason_of,
     refuse_error,
+    refused_again,
     said_closed,
     settle_held,
     take_ready_part,
@@ -897,11 +899,17 @@ async def hocuspocus_endpoint(ws: WebSocket) -> None:
     backend: Backend = ws.app.state.backend
     host = ws.client.host if ws.client else "unknown"
     client = Client(client_id(backend), "*", SOCKET_IDENTITY, host)
+    # (a socket refused several times just now is refused at the handshake: the
+    # provider then backs off, up to 30 s, where it came back every second)
+    key = request_key(ws)
+    if await refused_again(ws, backend, key, f"a hocuspocus socket from {host}"):
+        return
     try:
         passed = await backend.extensions.connect(client)
     except PalimpsestError as e:
         log.warning("refused hocuspocus socket from %s: %s", host, e)
         backend.refused(reason_of(e))
+        count_refusal(backend, key, e)
         await refuse_error(ws, e)
         return
     try:

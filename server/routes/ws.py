@@ -39,6 +39,7 @@ from ..errors import (
     FATAL,
     AuthError,
     DocNameError,
+    ExtensionFailed,
     ForeignItems,
     FrameTooLarge,
     LogDamaged,
@@ -982,6 +983,41 @@ def said_closed(
     backend.extensions.closed(client, closed)
 
 
+#: the body of the HTTP 500 a request is refused with at the handshake once an app's
+#: extension failed in on_connect on it several times (repeat_refusals); the close of
+#: the attempts before named the extension, and the log has the traceback
+EXTENSION_FAILED_AGAIN = (
+    "an extension of this server failed on this request again (close 1011 just before): "
+    "the server's log says why"
+)
+
+
+async def refused_again(ws: WebSocket, backend: Backend, key: bytes, what: str) -> bool:
+    """Refuse at the handshake a request refused several times just now (repeat_refusals),
+    and say so (True): HTTP 403 for a refusal for good (a close before the accept), 500
+    for an extension's bug in on_connect, so that y-websocket backs off instead of
+    coming back 10 times a second (it counts an accepted socket as a success, whatever
+    its close code)."""
+    held = backend.repeat_refusals.holding(key)
+    if held is None:
+        return False
+    log.debug("refused websocket for %s at the handshake: refused with %d again", what, held)
+    backend.refused("repeated_refusal")
+    if held == ExtensionFailed.close_code and _can_deny(ws):
+        await ws.send_denial_response(PlainTextResponse(EXTENSION_FAILED_AGAIN, 500))
+    else:
+        await ws.close(held)
+    return True
+
+
+def count_refusal(backend: Backend, key: bytes, e: PalimpsestError) -> None:
+    """Count a refusal before the accept towards the request's hold: one for good (44xx),
+    and an extension's bug in on_connect or authenticate, which fails again at every
+    attempt (repeat_refusals)."""
+    counted = held_back(e.close_code) or isinstance(e, ExtensionFailed)
+    backend.repeat_refusals.refused(key, e.close_code, counted)
+
+
 async def websocket_endpoint(ws: WebSocket) -> None:
     backend: Backend = ws.app.state.backend
     doc = ws.path_params.get("doc", "")  # (none at /: validate_path_name)
@@ -995,13 +1031,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await ws.send_denial_response(PlainTextResponse(said, 404))
         return
     key = request_key(ws)
-    held = backend.repeat_refusals.holding(key)
-    if held is not None:
-        # refused for good several times just now: at the handshake this time (HTTP
-        # 403), so that y-websocket backs off instead of coming back 10 times a second
-        log.debug("refused websocket for %r at the handshake: refused with %d again", doc, held)
-        backend.refused("repeated_refusal")
-        await ws.close(held)
+    if await refused_again(ws, backend, key, repr(doc)):
         return
     try:
         validate_path_name(doc, ws.url.path, ws.scope.get("query_string", b""))
@@ -1022,7 +1052,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             )
         log.info("refused websocket for %r: %s", doc, e, extra={"doc": doc, "code": e.close_code})
         backend.refused(reason_of(e))
-        backend.repeat_refusals.refused(key, e.close_code)
+        count_refusal(backend, key, e)
         await refuse_error(ws, e)
         return
     try:
