@@ -107,7 +107,7 @@ async def test_restamp_pulls_the_far_future_run_back_and_history_by_time_works(
     assert json.loads(out.stdout) == {
         "doc": DOC, "dry_run": True, "events": 3, "first_seq": 3, "last_seq": 5,
         "old": [iso(ts["c"]), iso(ts["e"])], "new": [iso(b + 1), iso(b + 1 + MINUTE)],
-        "tags": 1, "snapshots": 1,
+        "tags": 1, "tag_changes": 1, "snapshots": 1,
     }  # fmt: skip
     out = cli("restamp", DOC, "--dry-run", "--store", store_url)
     assert out.returncode == 0, out.stderr
@@ -117,7 +117,8 @@ async def test_restamp_pulls_the_far_future_run_back_and_history_by_time_works(
     out = cli("restamp", DOC, "--store", store_url)
     assert out.returncode == 0, out.stderr
     said = (f"restamped 3 events (seq 3..5) from {iso(ts['c'])}..{iso(ts['e'])} to "
-            f"{iso(b + 1)}..{iso(b + 1 + MINUTE)}; 1 tag, 1 snapshot")  # fmt: skip
+            f"{iso(b + 1)}..{iso(b + 1 + MINUTE)}; 1 tag (1 record of tag changes), "
+            "1 snapshot")  # fmt: skip
     assert said in out.stdout, out.stdout
     assert await stamps(store_url) == [ts["a"], b, b + 1, b + 1 + MINUTE, b + 1 + MINUTE]
     assert await stamps(store_url, "other") == [ts["c"]]  # another document: left alone
@@ -125,6 +126,9 @@ async def test_restamp_pulls_the_far_future_run_back_and_history_by_time_works(
     try:
         [tag] = await store.tags(DOC)
         assert tag.ts == b + 1 + MINUTE
+        # its record of creation follows it: not a year ahead of the tag it made
+        [made] = await store.tag_history(DOC, "far-tag")
+        assert (made.action, made.ts) == ("create", tag.ts)
         latest = await store.latest_snapshot(DOC)
         assert latest is not None and latest.valid and latest.ts == b + 1 + MINUTE
         actors: dict[str, Any] = latest.meta["undo"]["actors"]

@@ -883,7 +883,7 @@ async def restamp(store: EventStore, args: argparse.Namespace) -> int:
     keeps the old stamps: rows it seals from, its rooms' undo stacks)."""
     if args.dry_run:
         plan = await plan_restamp(store, args.doc)
-        counts = await _restamp_counts(store, plan) if plan.events else (0, 0)
+        counts = await _restamp_counts(store, plan) if plan.events else (0, 0, 0)
         return _restamp_report(args, plan, None, counts)
     try:
         async with not_served_store(store, "restamp"):
@@ -897,20 +897,23 @@ async def restamp(store: EventStore, args: argparse.Namespace) -> int:
     return _restamp_report(args, plan, done, None)
 
 
-async def _restamp_counts(store: EventStore, plan: RestampPlan) -> tuple[int, int]:
-    """The tags and snapshots the plan would change (stamped after its now; a snapshot
-    whose meta keeps a time after it was written after it too)."""
+async def _restamp_counts(store: EventStore, plan: RestampPlan) -> tuple[int, int, int]:
+    """The tags, snapshots and records of tag changes the plan would change (stamped
+    after its now; a snapshot whose meta keeps a time after it was written after it
+    too)."""
     tags = sum(1 for t in await store.tags(plan.doc) if t.ts > plan.now)
-    return tags, sum(1 for s in await store.snapshots(plan.doc) if s.ts > plan.now)
+    snaps = sum(1 for s in await store.snapshots(plan.doc) if s.ts > plan.now)
+    return tags, snaps, sum(1 for m in await store.tag_history(plan.doc) if m.ts > plan.now)
 
 
 def _restamp_report(
     args: argparse.Namespace,
     plan: RestampPlan,
     done: Restamped | None,
-    counts: tuple[int, int] | None,
+    counts: tuple[int, int, int] | None,
 ) -> int:
-    tags, snaps = (done.tags, done.snapshots) if done is not None else counts or (0, 0)
+    tags, snaps, moves = ((done.tags, done.snapshots, done.tag_moves) if done is not None
+                          else counts or (0, 0, 0))  # fmt: skip
     if args.json:
         out: dict[str, Any] = {"doc": plan.doc, "dry_run": bool(args.dry_run),
                                "events": plan.events}  # fmt: skip
@@ -918,7 +921,7 @@ def _restamp_report(
             out.update(first_seq=plan.first, last_seq=plan.last,
                        old=[iso(plan.old_first), iso(plan.old_last)],
                        new=[iso(plan.new_first), iso(plan.new_last)],
-                       tags=tags, snapshots=snaps)  # fmt: skip
+                       tags=tags, tag_changes=moves, snapshots=snaps)  # fmt: skip
         print(json.dumps(out))
         return 0
     if not plan.events:
@@ -927,9 +930,10 @@ def _restamp_report(
               f"{iso(plan.now)})")  # fmt: skip
         return 0
     what = "would restamp" if args.dry_run else "restamped"
+    records = f" ({_n(moves, 'record')} of tag changes)" if moves else ""
     print(f"palimpsest restamp: {plan.doc}: {what} {_n(plan.events, 'event')} (seq "
           f"{plan.first}..{plan.last}) from {iso(plan.old_first)}..{iso(plan.old_last)} "
-          f"to {iso(plan.new_first)}..{iso(plan.new_last)}; {_n(tags, 'tag')}, "
+          f"to {iso(plan.new_first)}..{iso(plan.new_last)}; {_n(tags, 'tag')}{records}, "
           f"{_n(snaps, 'snapshot')}")  # fmt: skip
     return 0
 

@@ -513,11 +513,13 @@ Stamp = Callable[[int], int]
 
 @dataclass(frozen=True, slots=True)
 class Restamped:
-    """What EventStore.restamp rewrote: events, snapshots (their ts or meta), tags."""
+    """What EventStore.restamp rewrote: events, snapshots (their ts or meta), tags, and
+    the records of tag changes (tag_history) stamped in the same span."""
 
     events: int = 0
     snapshots: int = 0
     tags: int = 0
+    tag_moves: int = 0
 
 
 def renamed_snapshot_row(
@@ -1106,12 +1108,14 @@ class EventStore(Service, ABC):
     async def restamp(self, doc: str, after: int, stamp: Stamp, rewrite: MetaRewrite) -> Restamped:
         """Give every event of `doc` whose ts is after `after` the ts ``stamp(ts)``, in
         one transaction with the rest of the document's times after `after`: its tags'
-        and snapshots' ts, its created and updated times (the floor of its next event's
-        ts), and every snapshot's meta through `rewrite` (None: left as it is). Sealed
-        segments that hold such events are written again. `stamp` must keep the log
-        non-decreasing: rising, and at least the ts of every event at or before `after`
-        (server.maintenance.restamp_doc). For a store no server serves: their rooms and
-        caches keep the old times (``palimpsest restamp``)."""
+        and snapshots' ts, the ts of its tags' records of changes (tag_history: stamped
+        by the same clock as the tag, whose ts stays its last record's), its created and
+        updated times (the floor of its next event's ts), and every snapshot's meta
+        through `rewrite` (None: left as it is). Sealed segments that hold such events
+        are written again. `stamp` must keep the log non-decreasing: rising, and at
+        least the ts of every event at or before `after` (server.maintenance.restamp_doc).
+        For a store no server serves: their rooms and caches keep the old times
+        (``palimpsest restamp``)."""
 
     # --- webhook delivery cursors (server.changefeed) ---------------------------------
 

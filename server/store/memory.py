@@ -350,6 +350,10 @@ class MemoryStore(EventStore):
             late = [n for n, t in tags.items() if t.ts > after]
             for name in late:
                 tags[name] = dataclasses.replace(tags[name], ts=stamp(tags[name].ts))
+            records = self._tag_moves.get(doc, [])
+            moves = [i for i, m in enumerate(records) if m.ts > after]
+            for i in moves:
+                records[i] = dataclasses.replace(records[i], ts=stamp(records[i].ts))
             snapshots = 0
             rows = self._snaps.get(doc, {})
             for seq, (ts, state, stored, meta) in list(rows.items()):
@@ -357,7 +361,7 @@ class MemoryStore(EventStore):
                 if changed is not None:
                     rows[seq] = changed
                     snapshots += 1
-            return Restamped(len(moved), snapshots, len(late))
+            return Restamped(len(moved), snapshots, len(late), len(moves))
 
     async def tombstone(self, doc: str) -> bytes | None:
         self._check()

@@ -1744,6 +1744,14 @@ class PostgresStore(EventStore):
                     "UPDATE tags SET ts = $1 WHERE doc = $2 AND name = $3",
                     [(stamp(int(r[1])), doc, r[0]) for r in tags],
                 )
+                # the records of the tags' changes, stamped by the same clock
+                moves = await conn.fetch(
+                    "SELECT name, n, ts FROM tag_history WHERE doc = $1 AND ts > $2", doc, after
+                )
+                await conn.executemany(
+                    "UPDATE tag_history SET ts = $1 WHERE doc = $2 AND name = $3 AND n = $4",
+                    [(stamp(int(r[2])), doc, r[0], r[1]) for r in moves],
+                )
                 snapshots = 0
                 for (seq,) in await conn.fetch("SELECT seq FROM snapshots WHERE doc = $1", doc):
                     r = await conn.fetchrow(
@@ -1759,7 +1767,7 @@ class PostgresStore(EventStore):
                             "meta = $4 WHERE doc = $5 AND seq = $6", *changed, doc, seq,
                         )  # fmt: skip
                         snapshots += 1
-                return Restamped(events, snapshots, len(tags))
+                return Restamped(events, snapshots, len(tags), len(moves))
 
         done = await self._run(run, "restamp")
         self._recent.clear()  # the rows it kept carry the old ts

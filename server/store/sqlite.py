@@ -2077,6 +2077,18 @@ class SQLiteStore(EventStore):
                 "UPDATE tags SET ts = ? WHERE doc = ? AND name = ?",
                 [(stamp(int(ts)), doc, name) for name, ts in tags],
             )
+            try:  # the records of the tags' changes, stamped by the same clock
+                moves = db.execute(
+                    "SELECT name, n, ts FROM tag_history WHERE doc = ? AND ts > ?", (doc, after)
+                ).fetchall()
+            except sqlite3.OperationalError as e:
+                if "no such table: tag_history" not in str(e):
+                    raise
+                moves = []
+            db.executemany(
+                "UPDATE tag_history SET ts = ? WHERE doc = ? AND name = ? AND n = ?",
+                [(stamp(int(ts)), doc, name, n) for name, n, ts in moves],
+            )
             snapshots = 0
             seqs = [r[0] for r in db.execute("SELECT seq FROM snapshots WHERE doc = ?", (doc,))]
             for seq in seqs:
@@ -2093,7 +2105,7 @@ class SQLiteStore(EventStore):
                         "WHERE doc = ? AND seq = ?", (*changed, doc, seq),
                     )  # fmt: skip
                     snapshots += 1
-            return Restamped(events, snapshots, len(tags))
+            return Restamped(events, snapshots, len(tags), len(moves))
 
         self._refuse_if_gone()
         done = await self.writer.call(lambda db: _in_transaction(db, "restamp", run))

@@ -727,6 +727,8 @@ class StoreContract(CursorContract):
         if self.seals:
             assert await store.seal("r", run=2) == 4  # 3..4 in a segment, 5 in the tail
         await store.put_tag("r", "v", 4, "ann")  # (its ts raised to the last event's)
+        await store.put_tag("r", "v", 3, "bob")  # moved: two records of tag changes
+        await store.put_tag("r", "v", 4, "ann")
         await store.put_snapshot("r", 4, b"s", {"undo": {"last_ts": far + 10}})
         await store.put_snapshot("r", 2, b"s", {"undo": {"last_ts": 2000}})  # (ts: far + 10)
         now = now_ms()
@@ -737,7 +739,12 @@ class StoreContract(CursorContract):
             return {**meta, "undo": {"last_ts": 2011}}
 
         done = await store.restamp("r", now, lambda ts: 2001 + ts - far, rewrite)
-        assert (done.events, done.snapshots, done.tags) == (3, 2, 1)
+        # the records of the tag's changes were stamped by the same clock as the tag:
+        # they follow it (the last one's ts is the tag's), in their order
+        moves = await store.tag_history("r", "v")
+        assert [(m.ts, m.action, m.seq, m.was) for m in moves] == [
+            (2011, "create", 4, None), (2011, "move", 3, 4), (2011, "move", 4, 3)]  # fmt: skip
+        assert (done.events, done.snapshots, done.tags, done.tag_moves) == (3, 2, 1, 3)
         assert [e.ts for e in await store.read("r")] == [1000, 2000, 2001, 2011, 2011]
         assert [e.seq for e in await store.query("r", since_ts=2005)] == [4, 5]
         assert [e.seq for e in await store.query("r", until_ts=2005)] == [1, 2, 3]
@@ -760,7 +767,7 @@ class StoreContract(CursorContract):
             assert await store.segment_damage("r") == []
         assert [e.ts for e in await store.read("r")] == [1000, 2000, 2001, 2011, 2011, 3000]
         again = await store.restamp("r", now, lambda ts: 0, rewrite)
-        assert (again.events, again.snapshots, again.tags) == (0, 0, 0)  # nothing ahead
+        assert (again.events, again.snapshots, again.tags, again.tag_moves) == (0, 0, 0, 0)
 
     async def test_delete_doc_leaves_a_tombstone(self, store: EventStore) -> None:
         await store.append([("t", [ev()])])
