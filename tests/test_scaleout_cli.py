@@ -88,6 +88,9 @@ async def test_copy_sqlite_into_postgresql(tmp_path: Path) -> None:
         texts[name] = str(t)
     await src.put_snapshot("notes", 20, b"not a real state but copied as is", {"undo": {}})
     await src.put_tag("notes", "v1", 10, "bob")
+    await src.put_tag("notes", "v1", 12, "cy")
+    await src.put_tag("notes", "draft", 5, "ann")
+    assert await src.delete_tag("notes", "draft", "eve")
     await src.stop()
 
     async with fresh_schema() as url:
@@ -112,8 +115,16 @@ async def test_copy_sqlite_into_postgresql(tmp_path: Path) -> None:
                 assert snap is not None and snap.seq == 20
                 assert snap.state == b"not a real state but copied as is"
                 assert [(t.name, t.seq, t.actor) for t in await pg.tags("notes")] == [
-                    ("v1", 10, "bob")
+                    ("v1", 12, "cy")
                 ]
+                # the record of the tags' changes too, as it is (a deleted tag's included)
+                history = await sq.tag_history("notes")
+                # (records of one millisecond come by tag name: compared as a set)
+                assert sorted((m.name, m.action, m.actor) for m in history) == [
+                    ("draft", "create", "ann"), ("draft", "delete", "eve"),
+                    ("v1", "create", "bob"), ("v1", "move", "cy"),
+                ]  # fmt: skip
+                assert await pg.tag_history("notes") == history
             finally:
                 await sq.stop()
             loaded = await load(pg, "plans/q3")
@@ -379,6 +390,44 @@ async def test_a_copy_numbering_anew_leaves_the_deletion_records_and_says_so(
     async with SQLiteStore(dst) as store:
         assert await store.deletions() == []
         assert [e.doc for e in await store.read_feed()] == ["gone"] * 3 + ["a"]
+
+
+async def test_a_copy_carries_the_tag_history_and_a_copy_without_it_is_not_there_already(
+    tmp_path: Path,
+) -> None:
+    """A copied document's tags keep who changed them when (SQLite to SQLite): their
+    history answers the same on the target. A target that holds the document with the
+    same tags but not their history (copied by a release that left it behind) is not
+    taken for a copy already there: --replace brings the history."""
+    src, dst = tmp_path / "src.db", tmp_path / "dst.db"
+    async with SQLiteStore(src) as store:
+        await store.append([("a", [NewEvent("ann", "edit", EMPTY)] * 3)])
+        await store.put_tag("a", "v1", 1, "bob")
+        await store.put_tag("a", "v1", 3, "cy")
+        history = await store.tag_history("a")
+        events, tags = await store.read("a"), await store.tags("a")
+        info = await store.doc_info("a")
+    assert [(m.action, m.seq, m.was, m.actor) for m in history] == [
+        ("create", 1, None, "bob"), ("move", 3, 1, "cy")]  # fmt: skip
+    r = palimpsest("copy", "--from", f"sqlite:///{src}", "--to", f"sqlite:///{dst}", "--quiet")
+    assert r.returncode == 0, r
+    async with SQLiteStore(dst) as store:
+        assert await store.tag_history("a") == history
+        assert await store.tag_history("a", "v1") == history
+    r = palimpsest("copy", "--from", f"sqlite:///{src}", "--to", f"sqlite:///{dst}")
+    assert r.returncode == 0 and "1 already there" in r.stdout, r
+    # the document as a copy without the history left it
+    assert info is not None
+    async with SQLiteStore(dst) as store:
+        await store.import_doc(info, events, [], tags, replace=True)
+        assert await store.tag_history("a") == []
+    r = palimpsest("copy", "--from", f"sqlite:///{src}", "--to", f"sqlite:///{dst}", "--quiet")
+    assert r.returncode == 1 and "already exists" in r.stderr, r
+    r = palimpsest("copy", "--from", f"sqlite:///{src}", "--to", f"sqlite:///{dst}", "--quiet",
+                   "--replace")  # fmt: skip
+    assert r.returncode == 0, r
+    async with SQLiteStore(dst) as store:
+        assert await store.tag_history("a") == history
 
 
 async def test_a_copy_into_a_store_with_events_numbers_them_anew_and_says_so(

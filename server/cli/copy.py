@@ -21,7 +21,7 @@ from ..errors import MovedMeanwhile, PalimpsestError
 from ..serving_lock import Served
 from ..snapshots import load
 from ..store import EventStore, MemoryStore, SQLiteStore, open_store
-from ..store.base import DocInfo, Event, Snapshot, Tag
+from ..store.base import DocInfo, Event, Snapshot, Tag, TagMove
 from ..store.cursors import HookState
 from ..store.sqlite import schema_version_at as sqlite_schema_version_at
 from ..store.sqlite_schema import SCHEMA_VERSION
@@ -368,18 +368,26 @@ async def _deletion_records(store: EventStore, wanted: set[str] | None) -> list[
 
 
 async def _already_there(
-    target: EventStore, info: DocInfo, events: Sequence[Event], tags: Sequence[Tag]
+    target: EventStore,
+    info: DocInfo,
+    events: Sequence[Event],
+    tags: Sequence[Tag],
+    moves: Sequence[TagMove],
 ) -> bool:
     """Whether the target holds the document as the source does (an earlier run of the
     copy brought it): the same base and head, the same events (positions aside: a copy
-    into a store with events of its own numbers them anew) and the same tags."""
+    into a store with events of its own numbers them anew), the same tags and the same
+    record of their changes (a copy by a release that left that record behind is not
+    there already: --replace brings it)."""
     mine = await target.doc_info(info.doc)
     if mine is None or (mine.head, mine.base_seq) != (info.head, info.base_seq):
         return False
     theirs = await target.read(info.doc)
     if [replaced(e, pos=0) for e in theirs] != [replaced(e, pos=0) for e in events]:
         return False
-    return await target.tags(info.doc) == list(tags)
+    if await target.tags(info.doc) != list(tags):
+        return False
+    return await target.tag_history(info.doc) == list(moves)
 
 
 #: how many times a replace reads the target's document again when a writer committed
@@ -393,6 +401,7 @@ async def _import(
     events: Sequence[Event],
     snaps: Sequence[Snapshot],
     tags: Sequence[Tag],
+    moves: Sequence[TagMove],
     *,
     replace: bool,
     keep_positions: bool,
@@ -424,7 +433,7 @@ async def _import(
         try:
             await target.import_doc(
                 info, events, snaps, tags, replace=replace, keep_positions=keep_positions,
-                tombstone=tomb, replacing=replacing,
+                tombstone=tomb, replacing=replacing, tag_moves=moves,
             )  # fmt: skip
         except MovedMeanwhile:
             continue
@@ -571,12 +580,14 @@ async def copy(
                         if snap is not None and snap.seq == s.seq:
                             snaps.append(snap)  # damaged ones are left behind
                     tags = await source.tags(info.doc)
-                    if not replace and await _already_there(target, info, events, tags):
+                    # who created, moved and deleted them when: copied as it is
+                    moves = await source.tag_history(info.doc)
+                    if not replace and await _already_there(target, info, events, tags, moves):
                         there_already += 1  # an earlier run copied it: nothing to do
                         bar.update(info.head - info.base_seq)
                         continue
                     had, error = await _import(
-                        target, info, events, snaps, tags, replace=replace,
+                        target, info, events, snaps, tags, moves, replace=replace,
                         keep_positions=keep_positions, between=between,
                     )  # fmt: skip
                     if error is not None:

@@ -1028,8 +1028,13 @@ class EventStore(Service, ABC):
         keep_positions: bool = False,
         tombstone: bytes | None = None,
         replacing: tuple[int | None, int] | None = None,
+        tag_moves: Sequence[TagMove] = (),
     ) -> None:
         """Write a whole document as it is (seqs, snapshots and tags kept) atomically.
+
+        `tag_moves`: the record of its tags' changes as the source has it (its
+        tag_history, oldest first), written as it is: who changed a tag when stays
+        known in the copy. A replaced document's records go with its tags.
 
         The events get this store's next positions, or, with ``keep_positions``, keep
         their own (the source's commit order, so that its followers' cursors stay valid:

@@ -497,6 +497,7 @@ class MemoryStore(EventStore):
         keep_positions: bool = False,
         tombstone: bytes | None = None,
         replacing: tuple[int | None, int] | None = None,
+        tag_moves: Sequence[TagMove] = (),
     ) -> None:
         self._check()
         events = rising(events)
@@ -513,6 +514,7 @@ class MemoryStore(EventStore):
                 self._snaps,
                 self._tags,
                 self._derived,
+                self._tag_moves,
             ):
                 d.pop(info.doc, None)
             if keep_positions:
@@ -538,6 +540,9 @@ class MemoryStore(EventStore):
                 s.seq: (s.ts, *snapshot_row(s.state, s.meta)) for s in snapshots
             }
             self._tags[info.doc] = {t.name: t for t in tags}
+            if tag_moves:
+                self._tag_moves[info.doc] = [dataclasses.replace(m, doc=info.doc)
+                                             for m in tag_moves]  # fmt: skip
             if tombstone is not None:
                 self._tombstones[info.doc] = tombstone
 

@@ -114,6 +114,7 @@ from .tables import (
     SIDE,
     SIDE_MARKER,
     SIDE_MARKER_SQL,
+    TAG_MOVE_COPY,
     TAG_MOVE_INSERT,
     TAG_MOVES,
     TAG_MOVES_OF_ONE,
@@ -123,6 +124,7 @@ from .tables import (
     refusal,
     side_refusal,
     side_words,
+    tag_moves_numbered,
 )
 
 log = logging.getLogger("palimpsest.store.postgres")
@@ -2285,6 +2287,7 @@ class PostgresStore(EventStore):
         keep_positions: bool = False,
         tombstone: bytes | None = None,
         replacing: tuple[int | None, int] | None = None,
+        tag_moves: Sequence[TagMove] = (),
     ) -> None:
         """Write a whole document as it is (seqs kept) in one transaction; used by `copy`.
 
@@ -2312,7 +2315,11 @@ class PostgresStore(EventStore):
                     await conn.execute("DELETE FROM docs WHERE id = $1", old)
                     await conn.execute("DELETE FROM log WHERE doc = $1", old)
                     await conn.execute("DELETE FROM segments WHERE doc = $1", old)
-                for table in ("snapshots", "tags", "derived"):
+                # the document's tag writes wait (tag_history numbers each tag's changes)
+                await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                                   _TAG_LOCK, info.doc)  # fmt: skip
+                # (a replaced document's records of tag changes go with its tags)
+                for table in ("snapshots", "tags", "tag_history", "derived"):
                     await conn.execute(f"DELETE FROM {table} WHERE doc = $1", info.doc)
                 created = min((e.ts for e in events), default=info.updated_ts or now_ms())
                 doc_id = await conn.fetchval(
@@ -2360,6 +2367,9 @@ class PostgresStore(EventStore):
                         "INSERT INTO tags (doc, name, seq, ts, actor) VALUES ($1, $2, $3, $4, $5)",
                         t.doc, t.name, t.seq, t.ts, t.actor,
                     )  # fmt: skip
+                if tag_moves:
+                    await conn.executemany(_numbered(TAG_MOVE_COPY),
+                                           tag_moves_numbered(info.doc, tag_moves))  # fmt: skip
                 if tombstone is not None:
                     await conn.execute(
                         "INSERT INTO tombstones (doc, ts, state_vector) VALUES ($1, $2, $3) "

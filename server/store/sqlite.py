@@ -130,6 +130,7 @@ from .tables import (
     SIDE_MARKER,
     SIDE_MARKER_SQL,
     TAG_HISTORY_SQL,
+    TAG_MOVE_COPY,
     TAG_MOVE_INSERT,
     TAG_MOVES,
     TAG_MOVES_OF_ONE,
@@ -139,6 +140,7 @@ from .tables import (
     refusal,
     side_refusal,
     side_words,
+    tag_moves_numbered,
 )
 
 log = logging.getLogger("palimpsest.store.sqlite")
@@ -2448,6 +2450,7 @@ class SQLiteStore(EventStore):
         keep_positions: bool = False,
         tombstone: bytes | None = None,
         replacing: tuple[int | None, int] | None = None,
+        tag_moves: Sequence[TagMove] = (),
     ) -> None:
         names = {n for e in events for n in (e.actor, e.kind)}
         events = rising(events)
@@ -2466,6 +2469,11 @@ class SQLiteStore(EventStore):
                 db.execute("DELETE FROM segments WHERE doc = ?", (old[0],))
             for table in ("snapshots", "tags", "derived"):
                 db.execute(f"DELETE FROM {table} WHERE doc = ?", (info.doc,))
+            try:  # (a replaced document's records go with its tags)
+                db.execute("DELETE FROM tag_history WHERE doc = ?", (info.doc,))
+            except sqlite3.OperationalError as e:
+                if tag_moves or "no such table: tag_history" not in str(e):
+                    raise
             created = min((e.ts for e in events), default=info.updated_ts or now_ms())
             if keep_positions:
                 fresh = list(events)
@@ -2497,6 +2505,7 @@ class SQLiteStore(EventStore):
                 "INSERT INTO tags (doc, name, seq, ts, actor) VALUES (?,?,?,?,?)",
                 [(t.doc, t.name, t.seq, t.ts, t.actor) for t in tags],
             )
+            db.executemany(TAG_MOVE_COPY, tag_moves_numbered(info.doc, tag_moves))
             if tombstone is not None:
                 db.execute(
                     "INSERT OR REPLACE INTO tombstones (doc, ts, state_vector) VALUES (?,?,?)",

@@ -11,6 +11,12 @@ and `webhooks`, are made whenever they are missing: on SQLite at first use.)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .base import TagMove
+
 #: tables the log rebuilds, made again empty when missing: snapshots are checkpoints,
 #: derived holds caches (the stored attribution indexes)
 REBUILT = ("snapshots", "derived")
@@ -107,6 +113,25 @@ TAG_MOVE_INSERT = (
     "COALESCE((SELECT MAX(n) FROM tag_history WHERE doc = ? AND name = ?), 0) + 1, "
     "?, ?, ?, ?, ?)"
 )
+#: a change copied as it is (``?``: doc, name, n, ts, actor, action, seq, was): an import
+#: (palimpsest copy) writes the source's, numbered by tag_moves_numbered
+TAG_MOVE_COPY = (
+    "INSERT INTO tag_history (doc, name, n, ts, actor, action, seq, was) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def tag_moves_numbered(doc: str, moves: Sequence[TagMove]) -> list[tuple[Any, ...]]:
+    """The rows of TAG_MOVE_COPY for `moves` (in their order, oldest first) of `doc`:
+    each tag's numbered 1, 2, ... as put_tag and delete_tag number them."""
+    n: dict[str, int] = {}
+    rows: list[tuple[Any, ...]] = []
+    for m in moves:
+        n[m.name] = n.get(m.name, 0) + 1
+        rows.append((doc, m.name, n[m.name], m.ts, m.actor, m.action, m.seq, m.was))
+    return rows
+
+
 #: a document's tags' changes, oldest first (``?``: doc; TAG_MOVES_OF_ONE: doc, name)
 TAG_MOVES = (
     "SELECT doc, name, ts, actor, action, seq, was FROM tag_history WHERE doc = ? "

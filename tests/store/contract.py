@@ -1207,6 +1207,33 @@ class StoreContract(CursorContract):
         assert [e.seq for e in await store.read("imp")] == [5]
         assert await store.tags("imp") == [] and await store.head("imp") == 5
 
+    async def test_import_doc_carries_the_tag_history(self, store: EventStore) -> None:
+        """A copied document's tags keep the record of their changes as the source has it
+        (who, when, from which version to which: a tag deleted there included); a replace
+        leaves none of the replaced document's records."""
+        from palimpsest.store.base import DocInfo, Tag, TagMove
+
+        events = [Event("th2", seq, 1000 + seq, "ann", "edit", b"u%d" % seq, {})
+                  for seq in range(1, 4)]  # fmt: skip
+        tag = Tag("th2", "v1", 3, 1009, "bob")
+        moves = [TagMove("th2", "v1", 1005, "ann", "create", 1, None),
+                 TagMove("th2", "gone", 1006, "eve", "create", 2, None),
+                 TagMove("th2", "gone", 1007, "eve", "delete", None, 2),
+                 TagMove("th2", "v1", 1009, "bob", "move", 3, 1)]  # fmt: skip
+        info = DocInfo("th2", 3, 1003, 4)
+        await store.import_doc(info, events, [], [tag], tag_moves=moves)
+        assert await store.tag_history("th2") == moves
+        assert await store.tag_history("th2", "v1") == [moves[0], moves[3]]
+        # the next change numbers on after the copied ones
+        await store.put_tag("th2", "v1", 2, "cy")
+        assert [(m.action, m.seq, m.was) for m in await store.tag_history("th2", "v1")] == [
+            ("create", 1, None), ("move", 3, 1), ("move", 2, 3)]  # fmt: skip
+        # replaced: the records are the new source's, none of the replaced document's
+        await store.import_doc(info, events, [], [tag], replace=True, tag_moves=moves[:1])
+        assert await store.tag_history("th2") == moves[:1]
+        await store.import_doc(info, events, [], [], replace=True)
+        assert await store.tag_history("th2") == []
+
     async def test_import_doc_writes_the_tombstone_it_is_given(self, store: EventStore) -> None:
         """``copy --replace`` records the replaced document's state vector as the name's
         tombstone in the import's transaction; an import refused writes none."""
