@@ -30,6 +30,7 @@ from palimpsest.cli import main
 from palimpsest.settings import Settings
 from palimpsest.store.base import NewEvent
 from palimpsest.store.sqlite import SQLiteStore
+from palimpsest.util import iso
 
 
 class Ran:
@@ -255,6 +256,80 @@ async def test_inspect_and_snapshot(tmp_path: Path, capfd: pytest.CaptureFixture
             answer = await a.request({"type": "undo"})
             assert answer["ok"], answer
             await eventually(lambda: a.content == "b1 ", what="ann's edits undone")
+
+
+async def test_inspect_shows_the_tag_history(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """inspect counts the records of the tags' changes (a deleted tag's included) and
+    lists the last five, oldest first; --json the same. A document no tag ever named
+    says 0."""
+    db = tmp_path / "t.db"
+    # the events a few minutes ahead: every record's ts is raised to the last event's,
+    # so they share one ms and come in the store's order (by tag name, then each
+    # tag's own order)
+    ahead = int(time.time() * 1000) + 5 * 60_000
+    async with SQLiteStore(db) as store:
+        await store.append([("notes", [NewEvent("ann", "edit", b"\x00\x00", {}, ahead)] * 4)])
+        await store.append([("plain", [NewEvent("ann", "edit", b"\x00\x00", {}, ahead)])])
+        await store.put_tag("notes", "old", 1, "cy")
+        assert await store.delete_tag("notes", "old", "dee")
+        await store.put_tag("notes", "v1", 1, "ann")
+        for seq in (2, 3, 4, 2):
+            await store.put_tag("notes", "v1", seq, "bob")
+        await store.put_tag("notes", "v1", 3, "eve")
+    at = iso(ahead)
+    r = await cli(capfd, "inspect", "notes", "--db", str(db))
+    assert r.code == 0, r
+    tail = r.out[r.out.index("tags       ") :]
+    assert tail == (
+        "tags       1\n"
+        "  v1                   @3  by eve\n"
+        "history    8 tag changes, the last 5:\n"
+        f"  {at}  move    v1                   @1 -> @2  by bob\n"
+        f"  {at}  move    v1                   @2 -> @3  by bob\n"
+        f"  {at}  move    v1                   @3 -> @4  by bob\n"
+        f"  {at}  move    v1                   @4 -> @2  by bob\n"
+        f"  {at}  move    v1                   @2 -> @3  by eve\n"
+    ), r.out
+    r = await cli(capfd, "inspect", "notes", "--json", "--db", str(db))
+    got = json.loads(r.out)["tag_history"]
+    assert got["changes"] == 8
+    assert got["last"][0] == {"name": "v1", "action": "move", "seq": 2, "was": 1,
+                              "actor": "bob", "at": at}  # fmt: skip
+    assert [(c["action"], c["seq"], c["was"]) for c in got["last"]] == [
+        ("move", 2, 1),
+        ("move", 3, 2),
+        ("move", 4, 3),
+        ("move", 2, 4),
+        ("move", 3, 2),
+    ]
+    # five or fewer: all of them, no "the last"; a deletion says where the tag was
+    async with SQLiteStore(db) as store:
+        await store.put_tag("plain", "v0", 1, "ann")
+        assert await store.delete_tag("plain", "v0", "bob")
+    r = await cli(capfd, "inspect", "plain", "--db", str(db))
+    assert r.out.endswith(
+        "tags       0\n"
+        "history    2 tag changes\n"
+        f"  {at}  create  v0                   @1  by ann\n"
+        f"  {at}  delete  v0                   @1 -> deleted  by bob\n"
+    ), r.out
+    r = await cli(capfd, "inspect", "plain", "--json", "--db", str(db))
+    assert json.loads(r.out)["tag_history"]["last"][1] == {
+        "name": "v0",
+        "action": "delete",
+        "seq": None,
+        "was": 1,
+        "actor": "bob",
+        "at": at,
+    }
+    async with SQLiteStore(db) as store:
+        await store.append([("bare", [NewEvent("ann", "edit", b"\x00\x00")])])
+    r = await cli(capfd, "inspect", "bare", "--db", str(db))
+    assert r.out.endswith("tags       0\nhistory    0 tag changes\n"), r.out
+    r = await cli(capfd, "inspect", "bare", "--json", "--db", str(db))
+    assert json.loads(r.out)["tag_history"] == {"changes": 0, "last": []}
 
 
 def _plant_in_bad(

@@ -76,7 +76,7 @@ from ..room import EMPTY_UPDATE
 from ..serving_lock import not_served, pg_not_served, pg_served_alone, served_alone
 from ..snapshots import load
 from ..store import EventStore, open_store
-from ..store.base import MAX_AHEAD_MS, NewEvent, Restamped, now_ms
+from ..store.base import MAX_AHEAD_MS, NewEvent, Restamped, TagMove, now_ms
 from ..store.doc_locks import DocLock, reason_problem
 from ..store.sqlite import SQLiteStore
 from ..util import LocalTimeError, iso, parse_iso, with_local_offset
@@ -163,7 +163,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "undo stacks the server keeps with snapshots.", snapshot)  # fmt: skip
     p.add_argument("doc", metavar="DOC")
 
-    p = add("inspect", "show a document's head, snapshots, sizes, tags and actors",
+    p = add("inspect", "show a document's head, snapshots, sizes, tags (and their last "
+            "changes) and actors",
             "Show what the store holds for a document.", inspect)  # fmt: skip
     p.add_argument("doc", metavar="DOC")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -558,11 +559,23 @@ async def snapshot(store: EventStore, args: argparse.Namespace) -> int:
 
 # --- inspect ----------------------------------------------------------------------------
 
+#: how many of the last records of tag changes inspect lists (all are counted)
+INSPECT_TAG_CHANGES = 5
+
+
+def _tag_change(m: TagMove) -> str:
+    """Where a record of tag changes left its tag: @seq, @was -> @seq, @was -> deleted."""
+    if m.was is None:
+        return f"@{m.seq}"
+    return f"@{m.was} -> " + ("deleted" if m.seq is None else f"@{m.seq}")
+
 
 async def inspect(store: EventStore, args: argparse.Namespace) -> int:
     info = await _require_or_deleted(store, args.doc)
     snaps = await store.snapshots(args.doc)
     tags = await store.tags(args.doc)
+    moves = await store.tag_history(args.doc)
+    last = moves[-INSPECT_TAG_CHANGES:]
     actors: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
     first_ts = None
@@ -587,6 +600,20 @@ async def inspect(store: EventStore, args: argparse.Namespace) -> int:
             {"seq": s.seq, "at": iso(s.ts), "bytes": s.size, "valid": s.valid} for s in snaps
         ],
         "tags": [{"name": t.name, "seq": t.seq, "actor": t.actor, "at": iso(t.ts)} for t in tags],
+        "tag_history": {
+            "changes": len(moves),
+            "last": [
+                {
+                    "name": m.name,
+                    "action": m.action,
+                    "seq": m.seq,
+                    "was": m.was,
+                    "actor": m.actor,
+                    "at": iso(m.ts),
+                }
+                for m in last
+            ],
+        },
     }
     if args.json:
         print(json.dumps(out, ensure_ascii=False, indent=2))
@@ -606,6 +633,10 @@ async def inspect(store: EventStore, args: argparse.Namespace) -> int:
     print(f"tags       {len(tags)}")
     for t in tags:
         print(f"  {t.name:<20} @{t.seq}  by {t.actor}")
+    shown = f", the last {len(last)}:" if len(last) < len(moves) else ""
+    print(f"history    {_n(len(moves), 'tag change')}{shown}")
+    for m in last:
+        print(f"  {iso(m.ts)}  {m.action:<6}  {m.name:<20} {_tag_change(m)}  by {m.actor or '-'}")
     return 0
 
 
