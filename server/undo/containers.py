@@ -19,6 +19,11 @@ cell_type, source, metadata); a shared type such an entry holds is kept with it.
 walk is done only when the step inserted a shared type at all, and each ancestor is
 walked once.
 
+A Lexical text node's Y.Map, embedded in its paragraph's Y.XmlText before the node's
+characters, is kept likewise while characters of others that follow it stay (they are
+the node's: without it every Lexical tab drops them), found by their chain of left
+origins (``Leads``).
+
 What is read: when the step knows the document's clocks before its first event (its
 ``floor``, a lower bound of them: RoomUndo keeps it for the steps it records, and in the
 snapshot's meta for the steps it restores after a restart or an unload), only the
@@ -58,6 +63,65 @@ class Kept:
     containers: int = 0
     inside: Ranges = field(default_factory=dict)
     read: int = field(default=0, compare=False)
+
+
+_TEXT, _MAP, _EMBED = 0, 1, 2
+_YMAP = 1  # a Y.Map's type ref
+
+
+class Leads:
+    """The live Y.Map embedded before each text item: the first live embed (a shared
+    type or an embed) on its chain of left origins, deleted ones passed over, when it
+    is a Y.Map; None for another embed, or when the chain ends first or goes below what
+    was read. Followed in causal order.
+
+    @lexical/yjs keeps a paragraph as a Y.XmlText holding, for each text node, a Y.Map
+    of the node's properties embedded before the node's characters; the characters up
+    to the next embed are the node's, and characters with no text node's map before
+    them are dropped by every Lexical tab (CollabElementNode's "dangling text"). So the
+    embed before another writer's characters that stay must stay too, as a container
+    holding them does. Bob typing at the end of alice's text node inserts right of her
+    last character, whose chain leads to her node's map; splitting a node (a bold
+    word) deletes its characters and inserts a new map and a copy of them after it,
+    whose chain leads to the new map. Items inserted later between an embed and
+    characters it led (another writer's embed right of the same origin) are not seen:
+    the embed is then kept with nothing of the others' after it, which an editor reads
+    as an empty text node, rather than taken out before their characters."""
+
+    __slots__ = ("_deleted", "_of", "_starts")
+
+    def __init__(self, deleted: Ranges) -> None:
+        self._deleted = deleted
+        self._starts: dict[int, list[int]] = {}
+        #: per client, each struct's length, what embed it is (_TEXT, _MAP, _EMBED)
+        #: and its lead
+        self._of: dict[int, list[tuple[int, int, _ID | None]]] = {}
+
+    def _at(self, ref: _ID) -> _ID | None:
+        starts = self._starts.get(ref[0])
+        if not starts:
+            return None
+        at = bisect.bisect_right(starts, ref[1]) - 1
+        if at < 0:
+            return None
+        length, embed, lead = self._of[ref[0]][at]
+        if ref[1] >= starts[at] + length:
+            return None
+        if embed == _TEXT or _has(self._deleted, ref[0], ref[1]):
+            return lead
+        return ref if embed == _MAP else None
+
+    def follow(self, s: yupdate.Struct) -> _ID | None:
+        """`s`'s lead (the next struct in causal order)."""
+        lead = self._at(s.origin) if s.origin is not None else None
+        embed = _TEXT
+        if s.kind == yupdate.TYPE:
+            embed = _MAP if s.type_ref == _YMAP else _EMBED
+        elif s.kind == yupdate.EMBED:
+            embed = _EMBED
+        self._starts.setdefault(s.client, []).append(s.clock)
+        self._of.setdefault(s.client, []).append((s.length, embed, lead))
+        return lead
 
 
 def _has(ranges: Ranges, client: int, clock: int) -> bool:
@@ -153,13 +217,17 @@ def _fold(
     for client, clock, length in deletes:
         union_into(deleted, {client: [(clock, clock + length)]})
     parents = Parents()
+    leads = Leads(deleted)
     #: each live container the step inserted; each shared type's parent
     mine: set[_ID] = set()
     type_parent: dict[_ID, str | _ID | None] = {}
     live_others: list[tuple[_ID, Ranges]] = []
+    #: others' live characters and the live embed before them (Leads)
+    led: list[tuple[_ID, Ranges]] = []
     attributes: list[tuple[_ID, _ID]] = []  # (entry, its element) of the step's entries
     for s in structs:
         parent, sub = parents.follow(s)
+        lead = leads.follow(s)
         ident = (s.client, s.clock)
         in_step = _has(ins, s.client, s.clock)
         if s.kind == yupdate.TYPE:
@@ -177,6 +245,8 @@ def _fold(
             span = subtract(span, ins)
         if span:
             live_others.append((parent, span))
+            if s.kind == yupdate.STRING and lead is not None:
+                led.append((lead, span))
     if not mine:
         return None
     keep: set[_ID] = set()
@@ -199,6 +269,13 @@ def _fold(
                 found = True
             under[node] = found
         if isinstance(parent, tuple) and under.get(parent, False):
+            union_into(kept.inside, span)
+    # A text node's embed (a Lexical text node's Y.Map) the step inserted stays while
+    # characters of others that follow it stay: without it they are dangling, and the
+    # editor drops them (Leads).
+    for lead, span in led:
+        if lead in mine:
+            keep.add(lead)
             union_into(kept.inside, span)
     if not keep:
         return None
