@@ -43,6 +43,7 @@ from typing import Any
 
 import httpx
 
+from palimpsest.history.readable import tree_text
 from palimpsest.util import with_local_offset
 
 from .errors import ClientError, Locked, NotFound, ReadOnly, Refused, ServerGone, Timeout
@@ -126,6 +127,12 @@ def register(subparsers: Any) -> None:
         "--actor", "--by", action="append", metavar="USER",
         help="only the text USER wrote that is still there, in document order, a blank line "
         "where others' lines were between (again for several users)",
+    )  # fmt: skip
+    p.add_argument(
+        "--format", choices=["text", "xml"], default="text",
+        help="text: an XML root's (Tiptap's, Lexical's) readable text, a line per "
+        "paragraph; xml: its XML string as Yjs writes it, every element and attribute "
+        "(default text; other roots print alike)",
     )  # fmt: skip
     _common(p)
     p.set_defaults(func=_runner(cmd_cat))
@@ -332,8 +339,9 @@ def pick_root(doc: str, roots: dict[str, Any], given: str | None, *, editing: bo
 
 
 def _root_value(version: Version, name: str) -> str:
-    """What `cat` prints of a root: a text's characters, an XML tree as Yjs writes it, a
-    map or an array as JSON."""
+    """What `cat` prints of a root: a text's characters, an XML tree as Yjs writes it
+    (`--format xml`; `--format text` prints its readable text), a map or an array as
+    JSON."""
     root = version.roots.get(name)
     value = root.get("value") if isinstance(root, dict) else None
     if value is None or isinstance(value, str):
@@ -363,6 +371,18 @@ async def cmd_cat(args: argparse.Namespace) -> int:
     v, name = found
     if args.actor:
         return await _cat_by(args, v, name)
+    if args.format == "text" and (v.roots.get(name) or {}).get("type") == "xml":
+        # its readable text, from its tree at that very version
+        try:
+            async with _history(args) as h:
+                root = (await h.version(args.doc, v.seq, tree=True)).roots.get(name) or {}
+        except ClientError as e:
+            if e.code != 422:  # (TooDeep: nested deeper than a tree is given)
+                raise
+            print(f"palimpsest: {e}: its XML string instead", file=sys.stderr)
+        else:
+            _write(tree_text(root.get("nodes") or []))
+            return 0
     _write(_root_value(v, name))
     return 0
 

@@ -538,12 +538,17 @@ class History:
         *,
         at: str | datetime | None = None,
         tag: str | None = None,
+        tree: bool = False,
     ) -> Version:
         """The document after event `seq`, at a named version `tag` (also given in `seq`'s
         place, as restore() takes it), at time `at`, or now. `at` is a datetime or an
         ISO-8601 string; a naive one (``datetime.now()``, ``"2026-11-27T10:00"``) is this
-        machine's local time and is sent with its offset, an aware one as it is."""
+        machine's local time and is sent with its offset, an aware one as it is. `tree`:
+        each XML root as a JSON tree (``{"type": "xml", "nodes"}``, ``?format=tree``)
+        instead of its XML string."""
         path, params = self._version_path(doc, seq, tag, at)
+        if tree:
+            params = {**params, "format": "tree"}
         body = await self._json("GET", path, f"reading {doc!r} ({path})", params=params)
         return Version(int(body.get("seq") or 0), body.get("ts"), dict(body.get("roots") or {}))
 

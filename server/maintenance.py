@@ -9,18 +9,20 @@ server running.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import unicodedata
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pycrdt import Doc, Text, get_state
+from pycrdt import Doc, Text, XmlFragment, get_state
 
 from . import erasure, subdoc_options, undo
 from . import protocol as P
 from .errors import FATAL, DocumentBroken, PalimpsestError, StoreError, TooDeep, panicked
-from .history.render import TEXT, infer_root_types, render, root_names
+from .history.readable import tree_text
+from .history.render import TEXT, XML, infer_root_types, render, root_names, xml_tree
 from .log_damage import lost_words
 from .names import validate_doc_name
 from .ownership import imported_clients
@@ -92,11 +94,20 @@ def root_types(ydoc: Doc[Any]) -> dict[str, str]:
     return {n: t or TEXT for n, t in infer_root_types(ydoc, root_names(ydoc)).items()}
 
 
-def rendered(ydoc: Doc[Any]) -> dict[str, dict[str, Any]]:
-    """Every root as {type, value}, on a scratch copy (fixing root types is harmless there)."""
+def rendered(ydoc: Doc[Any], readable: bool = False) -> dict[str, dict[str, Any]]:
+    """Every root as {type, value}, on a scratch copy (fixing root types is harmless there).
+    `readable`: an XML root's value is its readable text (history.readable: `export
+    --format text`), not its XML string; one nested too deep for that (TooDeep) keeps
+    its XML string, which has no such limit."""
     scratch: Doc[Any] = Doc()
     scratch.apply_update(ydoc.get_update())
-    return render(scratch, root_types(ydoc))
+    roots = render(scratch, root_types(ydoc))
+    if readable:
+        for name, root in roots.items():
+            if root["type"] == XML:
+                with contextlib.suppress(TooDeep):
+                    root["value"] = tree_text(xml_tree(scratch.get(name, type=XmlFragment)))
+    return roots
 
 
 # --- verify -----------------------------------------------------------------------------

@@ -439,6 +439,8 @@ async def test_cat_and_edit_find_the_text_other_editors_keep(
 
     await _write(server, "tree", tree)
     assert await run("cat", "tree", *url) == 0
+    assert capsys.readouterr().out == "Hi\n"  # its text (test_readable_text)
+    assert await run("cat", "tree", "--format", "xml", *url) == 0
     assert capsys.readouterr().out == "<paragraph>Hi</paragraph>"
     before = head(await _version(server, "tree"))
     _set_stdin(monkeypatch, "plain")

@@ -1,7 +1,8 @@
 """The value of a document whose blocks are Y.XmlTexts embedded in a Y.XmlText root
 (Lexical's, Slate's): every block in place, nested ones (a list's items) too, each as
 an element named by its type attribute (docs/history.md), in a version, `palimpsest
-export` and `palimpsest cat`. The documents are written by real Yjs under Node as the
+export --format xml` and `palimpsest cat --format xml` (by default they print the
+text, a line per block). The documents are written by real Yjs under Node as the
 editors write them (tests/node/block_docs.mjs; pycrdt cannot embed an XmlText in a text)."""
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ SLATE = (
 )
 #: each editor's document: (its root, its value)
 WANT = {"lexical": ("root", LEXICAL), "slate": ("content", SLATE)}
+#: what `cat` and `export` print of each by default: its readable text (test_readable_text)
+TEXT = {
+    "lexical": "Para one\nItem text\nBold plain\n",
+    "slate": "Title of the doc\nFirst bold here.\none\ntwo\nLast.\n",
+}
 
 
 def _node(script: str, *args: str) -> Any:
@@ -77,8 +83,11 @@ async def test_every_block_of_a_lexical_or_slate_document_is_in_its_value(
                 r = await c.get(f"/api/docs/{kind}/versions/{version}")
                 assert r.json()["roots"] == {root: {"type": "xml", "value": value}}
     for kind, (_, value) in WANT.items():
-        assert await _run(client_main, capfd, "cat", kind, "--url", server.url) == value
-        assert await _run(admin_main, capfd, "export", kind, "--db", str(db_path)) == value
+        url, db = ("--url", server.url), ("--db", str(db_path))
+        assert await _run(client_main, capfd, "cat", kind, "--format", "xml", *url) == value
+        assert await _run(admin_main, capfd, "export", kind, "--format", "xml", *db) == value
+        assert await _run(client_main, capfd, "cat", kind, *url) == TEXT[kind]
+        assert await _run(admin_main, capfd, "export", kind, *db) == TEXT[kind]
 
 
 def test_plain_xml_texts_and_text_roots_render_as_before() -> None:

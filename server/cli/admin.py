@@ -117,7 +117,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             export)  # fmt: skip
     p.description += (
         " Several documents (DOC..., --prefix, - for names on stdin) in one run go into "
-        "the directory -o names, a file each: NAME.txt, NAME.json or NAME.yjs by --format "
+        "the directory -o names, a file each: NAME.txt, NAME.xml, NAME.json or NAME.yjs by "
+        "--format "
         "(`import-from dir` reads the .yjs and .txt back)."
     )
     bulk.add_doc_options(p, "export")
@@ -128,10 +129,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                          help="the version at a time, ISO 8601: the last event at or before "
                          "it, as `cat --at` reads it (without an offset: this machine's local "
                          "time, TZ)")  # fmt: skip
-    p.add_argument("--format", choices=["text", "json", "update"], default="text",
-                   help="text: the text and XML roots (a document with neither: its "
-                   "roots as JSON, as cat prints them); json: every root with its type; "
-                   "update: the Yjs v1 update (binary) (default text)")  # fmt: skip
+    p.add_argument("--format", choices=["text", "xml", "json", "update"], default="text",
+                   help="text: the text and XML roots, an XML root (Tiptap's, Lexical's) "
+                   "as its readable text, a line per paragraph (a document with neither: "
+                   "its roots as JSON, as cat prints them); xml: as text, but an XML root "
+                   "as its XML string, every element and attribute, as Yjs writes it; "
+                   "json: every root with its type; update: the Yjs v1 update (binary) "
+                   "(default text)")  # fmt: skip
     p.add_argument("-o", "--out", help="write to this file instead of stdout; with several "
                    "documents, the directory to write them into (made if missing)")  # fmt: skip
 
@@ -354,7 +358,7 @@ def _progress(total: int, desc: str, quiet: bool = False) -> Any:
 
 
 #: the file of each document that `export --prefix ... -o DIR` writes, by --format
-EXPORT_SUFFIX = {"text": ".txt", "json": ".json", "update": ".yjs"}
+EXPORT_SUFFIX = {"text": ".txt", "xml": ".xml", "json": ".json", "update": ".yjs"}
 
 
 async def export(store: EventStore, args: argparse.Namespace) -> int:
@@ -407,7 +411,7 @@ async def _exported(store: EventStore, doc: str, at: int | None, fmt: str) -> tu
     if fmt == "update":
         data = subdoc_options.restored(loaded.doc, loaded.doc.get_update())
     else:
-        roots = rendered(loaded.doc)
+        roots = rendered(loaded.doc, readable=fmt == "text")
         if fmt == "json":
             out = {"doc": doc, "seq": loaded.seq, "roots": roots}
             data = (json.dumps(out, ensure_ascii=False, indent=2, allow_nan=False) + "\n").encode()
@@ -438,7 +442,8 @@ async def _export_many(store: EventStore, args: argparse.Namespace) -> int:
 
 
 def _as_text(doc: str, roots: dict[str, dict[str, Any]]) -> str:
-    """`export --format text`: the text and XML roots, one bare, several each under a
+    """`export --format text` (an XML root's value its readable text) and `--format xml`
+    (its XML string): the text and XML roots, one bare, several each under a
     ``=== name ===`` line. A document with neither prints its roots as JSON, as `cat`
     prints a map or array root (a notebook's cells, a spreadsheet); map and array roots
     beside text are left out, and stderr says which (never an empty answer that looks
