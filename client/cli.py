@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gzip
 import io
 import json
@@ -43,11 +44,11 @@ from typing import Any
 
 import httpx
 
-from palimpsest.history.readable import tree_text
+from palimpsest.history.readable import blame_pieces, tree_text
 from palimpsest.util import with_local_offset
 
 from .errors import ClientError, Locked, NotFound, ReadOnly, Refused, ServerGone, Timeout
-from .history import DEFAULT_URL, History, Version
+from .history import DEFAULT_URL, BlameRun, History, Version
 from .session import Removed, Session, connect
 
 #: where trace names are looked up (the repository's data/traces; a wheel has none)
@@ -140,7 +141,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "blame", help="who wrote each stretch of a document's text (now or at a version)",
         description="Print who wrote each stretch of a text root that is there at the head "
-        "(or at a version): one line per stretch, the event(s) that wrote it (#seq, or "
+        "(or at a version), or of an XML root's text as cat prints it (a paragraph's line "
+        "break its maker's): one line per stretch, the event(s) that wrote it (#seq, or "
         "#first-last for neighbouring events of one writer), the writer and the text (as "
         "JSON, its line breaks as \\n). A writer nobody can name (text folded into a "
         "compacted base) is `?`.",
@@ -435,12 +437,15 @@ async def cmd_blame(args: argparse.Namespace) -> int:
             return found
         v, name = found
         kind = (v.roots.get(name) or {}).get("type")
-        if kind not in (None, "text"):
-            print(f"palimpsest: {args.doc!r}'s root {name!r} is {kind}: blame prints a text "
-                  "root's writers (GET /api/docs/DOC/blame gives the others')",
-                  file=sys.stderr)  # fmt: skip
+        if kind not in (None, "text", "xml"):
+            print(f"palimpsest: {args.doc!r}'s root {name!r} is {kind}: blame prints the "
+                  "writers of a text root or of an XML root's text (GET /api/docs/DOC/blame "
+                  "gives the others')", file=sys.stderr)  # fmt: skip
             return 2
-        runs = await h.blame(args.doc, v.seq, root=name, join="actor")
+        if kind == "xml":
+            runs = _xml_runs(await h.blame_tree(args.doc, v.seq, root=name, join="actor"))
+        else:
+            runs = await h.blame(args.doc, v.seq, root=name, join="actor")
     for r in runs:
         if args.json:
             print(json.dumps({"seq": r.seq, "last_seq": r.last_seq, "actor": r.actor,
@@ -449,6 +454,24 @@ async def cmd_blame(args: argparse.Namespace) -> int:
             seqs = f"#{r.seq}" if r.last_seq in (None, r.seq) else f"#{r.seq}-{r.last_seq}"
             print(f"{seqs:>13}  {r.actor or '?'}  {json.dumps(r.text, ensure_ascii=False)}")
     return 0
+
+
+def _xml_runs(nodes: list[dict[str, Any]]) -> list[BlameRun]:
+    """An XML root's blame tree as blame runs of its readable text (what `cat` prints of
+    it): each stretch of one writer's characters, neighbours of one writer joined (their
+    events first-last), a paragraph's line break its maker's."""
+    runs: list[BlameRun] = []
+    for text, who in blame_pieces(nodes):
+        seqs = [s for s in (who.seq, who.last_seq) if s is not None]
+        if runs and runs[-1].actor == who.actor:
+            r = runs[-1]
+            seqs += [r.seq, r.last_seq if r.last_seq is not None else r.seq]
+            runs[-1] = dataclasses.replace(r, text=r.text + text, seq=min(seqs),
+                                           last_seq=max(seqs))  # fmt: skip
+        else:
+            first, last = (min(seqs), max(seqs)) if seqs else (0, None)
+            runs.append(BlameRun(text=text, actor=who.actor, seq=first, last_seq=last))
+    return runs
 
 
 def _write(text: str) -> None:

@@ -2,10 +2,11 @@
 readable text (the characters, a line per block, a line break where a Lexical linebreak
 or Tiptap hardBreak is), not Yjs's XML string full of an editor's internals (Lexical's
 __dir, __format... on every paragraph and a <text .../> before every text node), which
-`--format xml` still prints. A field tester's Lexical document printed as
-``<paragraph __dir="null" __format="0" ...><text __detail="0" .../>Alice one. ...``.
-The Lexical document is written by real Yjs under Node as @lexical/yjs writes one
-(tests/node/lexical_doc.mjs), by two writers, through a server.
+`--format xml` still prints; and `palimpsest blame` of one: who wrote each stretch of
+that text. A field tester's Lexical document printed as
+``<paragraph __dir="null" __format="0" ...><text __detail="0" .../>Alice one. ...``,
+and its blame was refused. The Lexical document is written by real Yjs under Node as
+@lexical/yjs writes one (tests/node/lexical_doc.mjs), by two writers, through a server.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ async def _run(main: Any, capfd: pytest.CaptureFixture[str], *argv: str) -> str:
     return str(capfd.readouterr().out)
 
 
-async def test_a_lexical_document_prints_as_its_text(
+async def test_a_lexical_document_prints_as_its_text_and_blames_by_line(
     server: RunningServer, db_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     async with httpx.AsyncClient(base_url=server.url) as c:
@@ -73,6 +74,18 @@ async def test_a_lexical_document_prints_as_its_text(
     )
     # --by, as before: bob's text alone
     assert await _run(client_main, capfd, "cat", DOC, "--by", "bob", *url) == " bob plain bobbold\n"
+
+    # blame: who wrote each stretch of that text, a paragraph's line break its maker's
+    out = await _run(client_main, capfd, "blame", DOC, *url)
+    assert out.splitlines() == [
+        '           #1  alice  "Notes\\nAlice one."',
+        '           #2  bob  " bob plain bobbold"',
+        '           #1  alice  "\\nSee the site.\\nnext line\\n\\none\\ntwo\\n"',
+    ], out
+    lines = (await _run(client_main, capfd, "blame", DOC, "--json", *url)).splitlines()
+    runs = [json.loads(line) for line in lines]
+    assert "".join(r["text"] for r in runs) == TEXT
+    assert [(r["seq"], r["actor"]) for r in runs] == [(1, "alice"), (2, "bob"), (1, "alice")]
 
 
 async def test_a_tiptap_document_prints_as_its_text(
@@ -105,6 +118,8 @@ async def test_a_tiptap_document_prints_as_its_text(
         assert tree_text(r.json()["roots"]["default"]["nodes"]) == want
     assert await _run(client_main, capfd, "cat", "tt", "--url", server.url) == want
     assert await _run(admin_main, capfd, "export", "tt", "--db", str(db_path)) == want
+    out = await _run(client_main, capfd, "blame", "tt", "--url", server.url)
+    assert out == f"           #1  ann  {json.dumps(want)}\n"
 
 
 async def test_a_tree_nested_too_deep_for_its_text_prints_its_xml_string(

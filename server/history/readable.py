@@ -1,16 +1,16 @@
 """The readable text of an XML root: its characters, a line per paragraph (no I/O).
 
 What `palimpsest export --format text` and `palimpsest cat` print of an XML root
-(Tiptap's and ProseMirror's fragments, Lexical's and Slate's trees of texts): the
-characters, each block (a paragraph, a
+(Tiptap's and ProseMirror's fragments, Lexical's and Slate's trees of texts), and what
+`palimpsest blame` prints the writers of: the characters, each block (a paragraph, a
 heading, a list item) ending a line, a line break (Lexical's ``linebreak``, Tiptap's
 ``hardBreak``) a line break; element names, attributes and Lexical's text-node
 properties (the Y.Map before each text node's characters) left out. The XML string
 (``--format xml``, the HTTP version's ``value``) keeps all of them.
 
-The version's ``?format=tree`` (:func:`tree_text`) is turned into one shape
-(:class:`Item`, each piece with its writer where the tree says it) and walked by these
-rules (:func:`_walk`):
+Two shapes are read: the version's ``?format=tree`` (:func:`tree_text`) and the blame
+tree of ``GET .../blame`` (:func:`blame_pieces`, each piece with its writer). Both are
+turned into one shape (:class:`Item`) and walked by the same rules (:func:`_walk`):
 
 - a run of characters is itself;
 - a block is an element (or a typed text: Lexical's, Slate's) among siblings that are
@@ -115,3 +115,75 @@ def tree_text(nodes: Sequence[Any]) -> str:
     out: list[tuple[str, Who]] = []
     _walk(_from_tree(nodes), out)
     return "".join(text for text, _ in out)
+
+
+# --- the blame tree (GET .../blame of an XML root) --------------------------------------
+
+
+def _who(node: dict[str, Any]) -> Who:
+    seq, last, actor = node.get("seq"), node.get("last_seq"), node.get("actor")
+    return Who(
+        seq if isinstance(seq, int) else None,
+        last if isinstance(last, int) else None,
+        actor if isinstance(actor, str) else None,
+    )
+
+
+def _type_of(attrs: dict[str, Any]) -> str:
+    for key in TYPE_KEYS:
+        value = attrs.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return "xmltext"
+
+
+def _from_blame(nodes: Sequence[Any], embedded: bool = False) -> list[Item]:
+    out: list[Item] = []
+    for node in nodes:
+        if not isinstance(node, dict):
+            continue
+        attrs = node.get("attributes")
+        attrs = attrs if isinstance(attrs, dict) else {}
+        if "map" in node:
+            values = node["map"] if isinstance(node["map"], dict) else {}
+            kind = str(values.get("__type") or "map")
+            out.append(Item(kind=kind, attrs=values, who=_who(node), is_map=kind not in BREAKS))
+        elif "element" in node:
+            kids = node.get("children")
+            out.append(Item(kind=str(node["element"]), attrs=attrs, who=_who(node),
+                            kids=_from_blame(kids if isinstance(kids, list) else [])))  # fmt: skip
+        elif isinstance(node.get("runs"), list):
+            runs = _runs(node["runs"])
+            if embedded or attrs:
+                out.append(Item(kind=_type_of(attrs), attrs=attrs, who=_who(node), kids=runs))
+            else:
+                out.extend(runs)  # (Tiptap's text in a paragraph: its runs in place)
+    return out
+
+
+def _runs(runs: Sequence[Any]) -> list[Item]:
+    out: list[Item] = []
+    for run in runs:
+        if not isinstance(run, dict):
+            continue
+        inner = run.get("node")
+        if isinstance(inner, dict):
+            for item in _from_blame([{**inner, **_stamp(run, inner)}], embedded=True):
+                out.append(item)
+        elif "omitted" not in run:
+            out.append(Item(text=str(run.get("text") or ""), who=_who(run)))
+    return out
+
+
+def _stamp(run: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """The writer of an embedded node: its own, else its run's."""
+    return {k: run[k] for k in ("seq", "last_seq", "actor") if k in run and k not in node}
+
+
+def blame_pieces(nodes: Sequence[Any]) -> list[tuple[str, Who]]:
+    """The readable text of an XML root's blame tree (its ``nodes``) in pieces, each
+    with its writer: the same text as :func:`tree_text` of that version, a block's line
+    break written by whoever made the block."""
+    out: list[tuple[str, Who]] = []
+    _walk(_from_blame(nodes), out)
+    return out
