@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import jwt
 from starlette.applications import Starlette
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException
@@ -194,6 +193,8 @@ async def server_error(request: Request, exc: Exception) -> Response:
 def _claims_admin(token: str) -> bool:
     """Whether a JWT's payload, unverified, says role admin (a string, or a list holding
     it): the only requests worth authenticating before their route does."""
+    import jwt  # (where used: not imported at start-up, see auth/tokens.py)
+
     try:
         role = jwt.decode(token, options={"verify_signature": False}).get("role")
     except Exception:

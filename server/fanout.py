@@ -101,18 +101,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
-from redis import asyncio as aioredis
-from redis.asyncio.client import PubSub
-from redis.asyncio.connection import parse_url as redis_url_options
-from redis.exceptions import (
-    AuthenticationError,
-    AuthenticationWrongNumberOfArgsError,
-    NoPermissionError,
-    RedisError,
-    ResponseError,
-)
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from . import erasure
 from .commit import LOG_EVERY
 from .cutoff import StoreCutoff
@@ -134,6 +122,9 @@ from .store.base import Event, EventStore
 from .util import without_password
 
 if TYPE_CHECKING:
+    from redis import asyncio as aioredis
+    from redis.asyncio.client import PubSub
+
     from .backend import Backend
 
 log = logging.getLogger("palimpsest.fanout")
@@ -212,6 +203,11 @@ def parse_url(url: str, name: str = "the fan-out URL") -> tuple[str, str, float]
             "(* ? [ ] \\)"
         )
     redis_url = f"{base}?{urlencode(rest)}" if rest else base
+    # redis-py costs 0.16-0.27 s to import, and only a server with --fanout (and the CLI's
+    # publishes) needs it: imported where used, never at start-up without a fan-out
+    from redis import asyncio as aioredis
+    from redis.exceptions import RedisError
+
     try:
         # what start() does, short of connecting: a value or an option redis-py refuses
         # would otherwise surface only as the subscriber first connects, in its task
@@ -247,6 +243,8 @@ def shared_channels_warning(url: str) -> str | None:
     query = url.split("#", 1)[0].partition("?")[2]
     if any(k == "prefix" for k, _ in parse_qsl(query, keep_blank_values=True)):
         return None
+    from redis.asyncio.connection import parse_url as redis_url_options
+
     db = redis_url_options(redis_url).get("db") or 0
     if not db:
         return None
@@ -435,6 +433,9 @@ async def _publish_once(url: str, channel: str, message: bytes) -> None:
     left the URL on the old primary) takes a PUBLISH without complaint and passes it to
     no process on the primary, so on one this raises NotPrimary and publishes nothing. A
     user refused both ROLE and INFO replication is not checked (as the servers do)."""
+    from redis import asyncio as aioredis
+    from redis.exceptions import ResponseError
+
     redis_url, prefix, _check = parse_url(url)
     r = aioredis.Redis.from_url(
         redis_url, single_connection_client=True, **connect_options(redis_url)
@@ -647,6 +648,8 @@ class Fanout(Extension, Service):
             log.warning("%s", said)
         # (the store has started: the backend starts the services after it)
         self._set_deployment(await store_deployment(self.backend.store))
+        from redis import asyncio as aioredis
+
         # never fails on Redis being down: the service keeps trying, the log covers it
         self._redis = aioredis.Redis.from_url(self.redis_url, **connect_options(self.redis_url))
         self._tasks = [
@@ -728,6 +731,8 @@ class Fanout(Extension, Service):
         self._wake.set()
 
     async def _publisher(self) -> None:
+        from redis.exceptions import RedisError
+
         dropped = 0  # messages dropped since the publishes began to fail
         said_at, said_dropped = 0.0, 0  # when that was last said, and how many by then
         while True:
@@ -821,6 +826,8 @@ class Fanout(Extension, Service):
         primary). A subscription on the replica still hears what the primary's
         publishers send (Redis replicates PUBLISH to replicas), and is left alone.
         A user refused both commands (NOPERM; a proxy without them) is not checked."""
+        from redis.exceptions import ResponseError
+
         assert self._redis is not None
         if isinstance(answer, ResponseError):
             if command == ROLE:
@@ -867,6 +874,8 @@ class Fanout(Extension, Service):
     # --- receiving -----------------------------------------------------------------------
 
     async def _subscriber(self) -> None:
+        from redis.exceptions import RedisError
+
         backoff = 0.1
         said: str | None = None  # what kind of failure was said since the last subscription
         while True:
@@ -910,6 +919,8 @@ class Fanout(Extension, Service):
         rules do not cover the pattern) arrives as the next thing read. Taking the call's
         return for a subscription said "fan-out subscribed", reset the back-off and
         healed every room, about 9 times a second, each time before the NOPERM came."""
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
         pattern = f"{self.prefix}:*"
         await pubsub.psubscribe(pattern)
         deadline = time.monotonic() + COMMAND_TIMEOUT
@@ -930,6 +941,12 @@ class Fanout(Extension, Service):
         configuration error: the ACL); else ``"down"`` (unreachable, restarting, hung).
         A missing password used to read "cannot reach Redis (HELLO must be called with
         the client already authenticated…)", as if Redis were down."""
+        from redis.exceptions import (
+            AuthenticationError,
+            AuthenticationWrongNumberOfArgsError,
+            NoPermissionError,
+        )
+
         if isinstance(e, (AuthenticationError, AuthenticationWrongNumberOfArgsError)):
             return "auth", (
                 f"Redis authentication failed ({e}): a configuration error; the user name "
@@ -949,6 +966,8 @@ class Fanout(Extension, Service):
         """Hand on what arrives until the subscription fails. Quiet for ``silence``
         seconds, it is pinged; a ping unanswered as long again raises TimeoutError: a
         hung Redis fails nothing and answers nothing."""
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
         heard = time.monotonic()
         pinged: float | None = None
         while True:

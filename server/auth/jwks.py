@@ -42,15 +42,17 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
-
-import httpx
-from jwt import PyJWK, PyJWTError
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PalimpsestError
 from ..lifecycle import Service, cancel_and_wait
 from ..util import without_password
 from .keys import VerificationKey, verification_key
+
+if TYPE_CHECKING:
+    # (imported where used: a server without a JWKS URL never needs them, and httpx
+    # brings rich)
+    import httpx
 
 log = logging.getLogger("palimpsest.auth")
 
@@ -193,6 +195,8 @@ class JWKS(Service):
 
     async def _get(self) -> bytes:
         """The body the URL answers, or JWKSUnavailable saying why there is none."""
+        import httpx
+
         try:
             async with (
                 httpx.AsyncClient(timeout=self.timeout, follow_redirects=True) as http,
@@ -250,6 +254,8 @@ class JWKS(Service):
 
 def _key(jwk: Any, i: int) -> VerificationKey:
     """The VerificationKey of one JWK, or ValueError saying why it is not usable."""
+    from jwt import PyJWK, PyJWTError
+
     if not isinstance(jwk, dict):
         raise ValueError(f"key {i}: not a JSON object")
     kid = jwk.get("kid")

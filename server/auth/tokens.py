@@ -47,10 +47,8 @@ import re
 import time
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jwt
-from jwt.warnings import InsecureKeyLengthWarning
 from starlette.requests import HTTPConnection
 
 from ..errors import AuthError
@@ -77,6 +75,11 @@ from .keys import (
     refuse_url,
     verification_key,
 )
+
+if TYPE_CHECKING:
+    # (PyJWT is imported where a token is read or made: a server in open mode that is
+    # given none never needs it, and it costs 0.1 s at start-up)
+    import jwt
 
 log = logging.getLogger("palimpsest.auth")
 
@@ -283,6 +286,8 @@ class JWTAuth(Extension):
             raise AuthError(
                 "a token is required: ?token= on the websocket, Authorization: Bearer on HTTP"
             )
+        import jwt
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as e:
@@ -337,6 +342,9 @@ class JWTAuth(Extension):
     def _decode(self, token: str, key: VerificationKey) -> dict[str, Any]:
         """The claims of `token` verified with `key`; InvalidSignatureError goes on up
         (another key may verify it), every other refusal as an AuthError."""
+        import jwt
+        from jwt.warnings import InsecureKeyLengthWarning
+
         try:
             with warnings.catch_warnings():
                 # a short secret was reported once at start-up, not on every token
@@ -408,6 +416,8 @@ def _times_are_numbers(claims: Any) -> None:
 
 def _unverified_claims(token: str) -> Any:
     """The claims of `token` as written, None if they cannot be read."""
+    import jwt
+
     try:
         return jwt.decode(token, options={"verify_signature": False})
     except jwt.InvalidTokenError:
@@ -417,6 +427,8 @@ def _unverified_claims(token: str) -> Any:
 def _kid_of(token: str) -> str | None:
     """The kid a token's header names, if it is readable and names one (a token that
     is not is refused by identify, which says why)."""
+    import jwt
+
     try:
         kid = jwt.get_unverified_header(token).get("kid")
     except jwt.InvalidTokenError:
@@ -509,6 +521,9 @@ def mint(
 ) -> str:
     """A signed token (for development, tests and the ``palimpsest token`` command);
     `kid` names the key in its header; `audience`, `issuer`: its aud and iss claims."""
+    import jwt
+    from jwt.warnings import InsecureKeyLengthWarning
+
     if role not in _RANK:
         raise ValueError(f"role must be one of {ROLES}")
     t = int(time.time() if now is None else now)

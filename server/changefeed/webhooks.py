@@ -41,8 +41,6 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import httpx
-
 from .. import util
 from ..errors import StoreError
 from ..lifecycle import cancel_and_wait
@@ -51,6 +49,8 @@ from ..store.cursors import ACTIVE, HookState
 from .events import feed_json
 
 if TYPE_CHECKING:
+    import httpx
+
     from .extension import Changefeed
 
 log = logging.getLogger("palimpsest.webhooks")
@@ -147,6 +147,9 @@ class Deliverer:
         self._http: httpx.AsyncClient | None = None
 
     def start(self) -> None:
+        # (httpx, with its rich, is imported by a server that has webhooks: not at start-up)
+        import httpx
+
         self._http = httpx.AsyncClient(timeout=self.feed.webhook_timeout)
         self._task = asyncio.create_task(self._run(), name=f"webhook {self.hook.id}")
 
@@ -247,6 +250,8 @@ class Deliverer:
 
     async def _post(self, events: list[Event]) -> str | None:
         """POST one batch; None when acknowledged, else what went wrong."""
+        import httpx
+
         assert self._http is not None
         body = batch_body(self.hook, events)
         headers = {
