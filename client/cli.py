@@ -30,14 +30,13 @@ import asyncio
 import contextlib
 import dataclasses
 import gzip
-import io
 import json
 import logging
 import os
 import stat
 import sys
 import time
-from collections.abc import AsyncIterable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterable, Callable, Coroutine, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ from typing import Any
 import httpx
 
 from palimpsest.history.readable import blame_pieces, tree_text
-from palimpsest.util import with_local_offset
+from palimpsest.util import argv_text, text_output, with_local_offset
 
 from .errors import ClientError, Locked, NotFound, ReadOnly, Refused, ServerGone, Timeout
 from .history import DEFAULT_URL, BlameRun, History, Version
@@ -58,42 +57,6 @@ TRACES_DIR = Path(
         Path(__file__).resolve().parent.parent / "data/traces/sequential_traces",
     )
 )
-
-
-def text_output() -> None:
-    """Make stdout able to print any text, whatever the locale says. Written to a file or a
-    pipe it is UTF-8, as ``export`` writes (``palimpsest cat doc > doc.txt`` holds the
-    document's characters on Windows' cp1252 too, or under ``PYTHONIOENCODING=latin-1``);
-    to a terminal it keeps the terminal's encoding, and a character that it cannot show is
-    printed as ``?`` rather than ending the command with UnicodeEncodeError."""
-    out = sys.stdout
-    if not isinstance(out, io.TextIOWrapper):
-        return
-    try:
-        if out.isatty():
-            out.reconfigure(errors="replace")
-        else:
-            out.reconfigure(encoding="utf-8", errors="strict")
-    except (OSError, ValueError):  # closed, or a wrapper that cannot change
-        pass
-
-
-def argv_text(argv: Sequence[str]) -> list[str]:
-    """The command line's arguments as the characters typed. Under the C locale without
-    UTF-8 mode (LC_ALL=C PYTHONUTF8=0) Python decodes argv as ASCII, a byte past it as
-    a lone surrogate: `cat doc --tag 初稿` then sent those, and the request's encoding
-    ended the command with UnicodeEncodeError and a traceback. An argument whose bytes
-    are UTF-8 is read as that; any other is left as it is (a file name still names its
-    file), and said in one line should it reach a request (_runner)."""
-    out = []
-    for arg in argv:
-        try:
-            arg.encode("utf-8")
-        except UnicodeEncodeError:
-            with contextlib.suppress(UnicodeDecodeError):
-                arg = os.fsencode(arg).decode("utf-8")
-        out.append(arg)
-    return out
 
 
 def _common(p: argparse.ArgumentParser) -> None:

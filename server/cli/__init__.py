@@ -10,16 +10,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from ..client.cli import argv_text, text_output
 from ..settings import Settings
+from ..util import argv_text, text_output
 
 
-def commands() -> list[ModuleType]:
-    """The modules of the subcommands, in the order of --help: listed, not discovered."""
-    from ..client import cli as client_cli
+def commands(client: bool = True) -> list[ModuleType]:
+    """The modules of the subcommands, in the order of --help: listed, not discovered.
+    Without `client`, not the client's (the last): they import the client library (httpx,
+    rich, pycrdt's sessions), 0.4 s of CPU that `palimpsest serve` and the admin commands
+    do not need."""
     from . import admin, backup, copy, import_from, listing, serve, token, webhooks
 
-    return [
+    server = [
         serve,  # serve
         listing,  # ls
         admin,  # export, import, snapshot, inspect, verify, compact, delete
@@ -28,8 +30,12 @@ def commands() -> list[ModuleType]:
         backup,  # backup (a SQLite file, online)
         token,  # token (mint development tokens)
         webhooks,  # webhooks (delivery state, enable, disable)
-        client_cli,  # cat, blame, edit, replay, history, tail, revert
     ]
+    if not client:
+        return server
+    from ..client import cli as client_cli
+
+    return [*server, client_cli]  # cat, blame, edit, replay, history, tail, revert
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,9 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in commands():
+    words = argv_text(sys.argv[1:] if argv is None else argv)
+    for module in commands(client=False):
         module.register(sub)
-    args = parser.parse_args(argv_text(sys.argv[1:] if argv is None else argv))
+    if not words or words[0] not in sub.choices:  # a client command, --help, a typo
+        commands()[-1].register(sub)
+    args = parser.parse_args(words)
     if getattr(args, "db", None) is not None and getattr(args, "store", None) is not None:
         parser.exit(
             2,

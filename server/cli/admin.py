@@ -42,7 +42,6 @@ from typing import Any
 from .. import pseudonym, subdoc_options
 from ..auth.identity import USER_NAME_RULE, user_name, valid_user_name
 from ..checkpoint import Checkpoints
-from ..client.errors import ClientError
 from ..deletion import missing, tombstone_for
 from ..errors import ActorTaken, Deleted, PalimpsestError, StoreError, StoreUnavailable
 from ..fanout import (
@@ -501,6 +500,8 @@ def _import_command(args: argparse.Namespace) -> int:
     """`import` on the store (as the other commands), or with --url through a server."""
     if not args.url:
         return _run("import", import_, args)
+    from ..client.errors import ClientError  # (the client library: only with --url)
+
     setup_logging("error")
     try:
         return asyncio.run(_import_over_http(args))
