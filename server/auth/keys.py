@@ -28,10 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
-
 #: the shortest RSA key RS256 tokens are verified with (NIST SP 800-131A: 1024-bit RSA
 #: has not been acceptable for signatures since 2013; RFC 7518 section 3.3 asks for 2048)
 MIN_RSA_BITS = 2048
@@ -56,6 +52,9 @@ def verification_key(key: Any, kid: str | None, where: str) -> VerificationKey:
     """The VerificationKey of a public key, or ValueError saying why `where` (the
     setting or JWKS entry it came from) cannot be one: RS256 for RSA of at least
     MIN_RSA_BITS bits, ES256 for EC P-256."""
+    # (cryptography is imported where a key is read: 0.1 s of a start-up that has none)
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < MIN_RSA_BITS:
             # (a 1024-bit modulus is within reach of a well-funded attacker: whoever
@@ -149,6 +148,12 @@ def _looks_base64(value: str) -> bool:
 
 def _from_bytes(data: bytes, what: str) -> Any:
     """A public key from a PEM (public key or certificate), bare base64 or DER."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import (
+        load_der_public_key,
+        load_pem_public_key,
+    )
+
     blocks = _PEM_BLOCK.findall(data)
     if len(blocks) > 1:
         names = ", ".join(b.decode() for b in blocks)
