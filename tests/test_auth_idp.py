@@ -227,6 +227,52 @@ async def test_a_retired_key_is_refused_after_a_refresh_and_a_failing_provider_k
         assert "HTTP 503" in kept[0].getMessage() and "RS256 rs-2" in kept[0].getMessage()
 
 
+async def test_a_token_of_a_key_published_after_a_skipped_fetch_is_refused_by_its_kid(
+    idp: IdP, idp_settings: Settings
+) -> None:
+    """The set holds RS256 k3; a token naming a made-up kid has the set fetched again;
+    then the provider publishes ES256 k2 and RS256 k4 and signs with them at once.
+    Within the unknown-kid interval no fetch is made for them, and they were refused
+    with misleading reasons: "token algorithm 'ES256' is not accepted here (['RS256'])"
+    (the algorithm was checked against the keys held, before the kid) and, for k4, only
+    that it is not one of the server's keys. Now both are refused by their kid, saying
+    that the fetch was skipped and when to retry; the algorithm refusal is kept for a
+    key the server has; after the next fetch both are accepted."""
+    idp.add("k3")
+    idp.add("forger", publish=False)
+    idp_settings.jwt_jwks_unknown_kid_seconds = 3600.0  # (no fetch within the test)
+    async with run_server(idp_settings) as server:
+        code, text = await status_of(server, idp.token("forger", header_kid="made-up"))
+        assert code == 401, text
+        assert idp.fetches == 2, "the made-up kid had the set fetched again"
+        idp.add("k2", "ES256")
+        idp.add("k4")
+        skipped = (
+            r"retry in 3[56]\d\d s: the key set is fetched again for an unknown key id at "
+            r"most every 3600 s \(PALIMPSEST_JWT_JWKS_UNKNOWN_KID_SECONDS\), last \d+ s ago"
+        )
+        for kid in ("k2", "k4"):
+            head = f"token key id {kid!r} is not one of the server's keys (RS256 k3); "
+            code, text = await status_of(server, idp.token(kid))
+            assert code == 401, text
+            assert json.loads(text)["detail"].startswith(head), text
+            assert re.fullmatch(re.escape(head) + skipped, json.loads(text)["detail"]), text
+            closed = await ws_open(server, idp.token(kid))
+            assert closed is not None and closed[0] == 4401, closed
+            # (the close frame's 123 bytes keep the retry)
+            assert re.match(re.escape(head) + r"retry in 3[56]\d\d s: ", closed[1]), closed
+        assert idp.fetches == 2, "no fetch within the interval"
+        # a key the server has, named by a token of another algorithm: the algorithm
+        code, text = await status_of(server, idp.token("k2", header_kid="k3"))
+        assert code == 401 and "token algorithm 'ES256' is not accepted here" in text, text
+        # the next fetch (the timer's) has them: both accepted
+        jwks = server.backend.extension(JWTAuth).jwks  # type: ignore[union-attr]
+        assert jwks is not None and await jwks.refresh()
+        for kid in ("k2", "k4"):
+            assert (await status_of(server, idp.token(kid)))[0] == 200
+            assert await ws_open(server, idp.token(kid)) is None
+
+
 class TricklingIdP:
     """An identity provider on an asyncio server of the test's own (a free loopback
     port) that answers its JWKS whole, or, with `trickle` set, one byte at a time (the
@@ -397,6 +443,13 @@ async def test_keys_the_server_cannot_use_are_left_out_of_the_set_and_said(
                             b"secret-secret-secret-secret-secret", algorithm="HS256",
                             headers={"kid": "hs"})  # fmt: skip
             code, text = await status_of(server, hs)
+            # (left out: its kid is none of the server's, whatever its algorithm)
+            assert code == 401 and "token key id 'hs' is not one of the server's" in text, text
+            unnamed = jwt.encode({"sub": "eve", "role": "admin", "docs": ["*"], "aud": AUD,
+                                  "exp": int(time.time()) + 60},
+                                 b"secret-secret-secret-secret-secret",
+                                 algorithm="HS256")  # fmt: skip
+            code, text = await status_of(server, unnamed)
             assert code == 401 and "algorithm 'HS256' is not accepted" in text, text
     said = [r.getMessage() for r in caplog.records if "not used" in r.getMessage()]
     assert any("key 'weak'" in m and "1024-bit RSA" in m for m in said), said
@@ -547,7 +600,10 @@ async def test_a_token_naming_a_kid_the_server_lacks_says_so(
     assert code == 401, text
     says = "token key id 'rs-9' is not one of the server's keys (RS256 rs-1, ES256 es-1)"
     assert says in text
-    assert await ws_open(idp_server, idp.token("rs-9")) == (4401, says)
+    # (the set was just fetched for rs-9: not again within 30 s, and the reason says so)
+    closed = await ws_open(idp_server, idp.token("rs-9"))
+    assert closed is not None and closed[0] == 4401, closed
+    assert re.fullmatch(re.escape(says) + r"; retry in \d+ s: the key set is fetched…", closed[1])
     # signed with a key the server has, naming another kid: refused too
     code, text = await status_of(idp_server, idp.token("rs-1", header_kid="rs-2"))
     assert code == 401 and "token key id 'rs-2' is not one" in text, text

@@ -12,7 +12,8 @@ certs``, Auth0's ``https://TENANT/.well-known/jwks.json``, Okta's ``…/v1/keys`
   rotated and signs with a key published since the last fetch), at most once every
   ``unknown_kid_seconds`` (PALIMPSEST_JWT_JWKS_UNKNOWN_KID_SECONDS, 30): a flood of
   tokens with made-up kids costs the provider one request per 30 s, and those tokens
-  wait for that one fetch, never for one each.
+  wait for that one fetch, never for one each; one arriving after it, within the 30 s,
+  is refused at once saying when to retry (:meth:`JWKS.look_for`).
 
 A fetch has ``fetch_seconds`` (PALIMPSEST_JWT_JWKS_FETCH_SECONDS, :data:`FETCH_SECONDS`)
 in all, from connecting to the last byte: httpx's timeout is per read, and a provider (or
@@ -145,22 +146,41 @@ class JWKS(Service):
         if self._fetching is task:
             self._fetching = None
 
-    async def unknown_kid(self, kid: str) -> bool:
+    async def look_for(self, kid: str) -> str | None:
         """A token names `kid`, which no key of the set has: fetch the set again, unless
-        that was done less than `unknown_kid_seconds` ago (then wait for a fetch under
-        way, if any). True when the set now has `kid`."""
+        that was done for an unknown kid less than `unknown_kid_seconds` ago (then wait
+        for a fetch under way, if any). None when the set now has `kid`; else what to
+        add to the refusal: "" when the set was fetched and lacks it, why it could not
+        be fetched, or that the fetch was skipped and when one will be made."""
         if kid in self.kids:
-            return True
+            return None
         now = time.monotonic()
-        if self._fetching is None and now - self._last_unknown_kid < self.unknown_kid_seconds:
-            return False
+        since = now - self._last_unknown_kid
+        if self._fetching is None and since < self.unknown_kid_seconds:
+            return self._skipped(since)
         if self._fetching is None:
             self._last_unknown_kid = now
             self.unknown_kid_fetches += 1
             log.info("auth: a token names key id %r, not in the JWKS: fetching it again",
                      kid[:64])  # fmt: skip
-        await self.refresh()
-        return kid in self.kids
+        fetched = await self.refresh()
+        if kid in self.kids:
+            return None
+        return "" if fetched else f"the JWKS could not be fetched to look for it: {self.error}"
+
+    def _skipped(self, since: float) -> str:
+        """The words for a token naming an unknown kid when the set was fetched for one
+        `since` seconds ago, less than `unknown_kid_seconds`: no fetch now. The retry
+        first: a close frame's 123 bytes cut what comes last."""
+        retry = max(1, math.ceil(self.unknown_kid_seconds - since))
+        why = (
+            f"retry in {retry} s: the key set is fetched again for an unknown key id at most "
+            f"every {self.unknown_kid_seconds:g} s (PALIMPSEST_JWT_JWKS_UNKNOWN_KID_SECONDS), "
+            f"last {math.floor(since)} s ago"
+        )
+        if self.error is not None:
+            why += f"; the last fetch failed: {self.error}"
+        return why
 
     async def _refresh(self) -> bool:
         try:

@@ -23,7 +23,8 @@ Keys (rotation). Each setting takes a comma-separated list, each entry optionall
 verified with that key alone; one that names no kid is tried against every key of its
 algorithm, in order; one naming a kid no key here has (after the JWKS, if any, was
 fetched again) against the keys configured without a kid, and refused as "not one of the
-server's keys" when there are none.
+server's keys" when there are none, whatever its algorithm (a kid is judged before the
+algorithm: after a rotation the new key is the news).
 
 A missing, damaged, expired or wrongly signed token is an AuthError (close 4401,
 HTTP 401); a valid token for another document or a role below what the operation needs
@@ -263,22 +264,21 @@ class JWTAuth(Extension):
         token = token_of(conn)
         if not token:
             return None
-        unfetched = None
+        note = None
         if self.jwks is not None:
             kid = _kid_of(token)
             if kid is not None and all(k.kid != kid for k in self.keys):
                 # the provider may have rotated since the last fetch (rate-limited)
-                if not await self.jwks.unknown_kid(kid):
-                    unfetched = self.jwks.error
+                note = await self.jwks.look_for(kid)
         try:
             return self.identify(token)
         except AuthError as e:
-            if unfetched is None:
+            if not note:
                 raise
-            # the kid may be the provider's newest: say that the set could not be had,
-            # not only that the key is unknown (the operator's clue to a rotation blocked)
-            why = f"the JWKS could not be fetched to look for it: {unfetched}"
-            raise AuthError(f"{e}; {why}") from e
+            # the kid may be the provider's newest: say that the set could not be had, or
+            # when it will be fetched again, not only that the key is unknown (the
+            # operator's clue to a rotation blocked, the client's to retry)
+            raise AuthError(f"{e}; {note}") from e
 
     def identify(self, token: str | None) -> Identity:
         """The identity a token proves (``?user=`` means nothing in this mode)."""
@@ -293,13 +293,18 @@ class JWTAuth(Extension):
         except jwt.InvalidTokenError as e:
             raise damaged(e) from e
         alg, kid = header.get("alg"), header.get("kid")
-        # the key is chosen by the server's configuration, never by the token: a token
-        # cannot make us verify an RS256 key as an HMAC secret
-        if not isinstance(alg, str) or alg not in self.algorithms:
-            raise AuthError(f"token algorithm {alg!r} is not accepted here ({self.algorithms})")
         if kid is not None and not isinstance(kid, str):
             raise AuthError("token header 'kid' must be a string")
-        candidates = self._candidates(alg, kid)
+        # the key is chosen by the server's configuration, never by the token: a token
+        # cannot make us verify an RS256 key as an HMAC secret (_decode verifies with
+        # the key's own algorithm). A kid no key has is judged by its kid first: after
+        # a rotation the key is the news, not its algorithm (an ES256 token of a new
+        # key was refused as "algorithm 'ES256' is not accepted" while the set held only
+        # RS256 keys)
+        known = kid is None or any(k.kid == kid for k in self.keys)
+        if known and (not isinstance(alg, str) or alg not in self.algorithms):
+            raise AuthError(f"token algorithm {alg!r} is not accepted here ({self.algorithms})")
+        candidates = self._candidates(alg if isinstance(alg, str) else "", kid)
         for key in candidates[:-1]:
             try:
                 return identity_from_claims(self._decode(token, key))
