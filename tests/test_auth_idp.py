@@ -26,7 +26,9 @@ import websockets
 from conftest import RunningServer, eventually, free_port, run_server
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.warnings import InsecureKeyLengthWarning
+from pycrdt import Doc, Text
 
+from palimpsest import protocol as P
 from palimpsest.auth.jwks import JWKSUnavailable
 from palimpsest.auth.tokens import JWTAuth
 from palimpsest.backend import Backend
@@ -271,6 +273,49 @@ async def test_a_token_of_a_key_published_after_a_skipped_fetch_is_refused_by_it
         for kid in ("k2", "k4"):
             assert (await status_of(server, idp.token(kid)))[0] == 200
             assert await ws_open(server, idp.token(kid)) is None
+
+
+async def test_a_connection_opened_with_a_key_the_provider_drops_stays_open_and_is_said(
+    idp: IdP, idp_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key dropped from the set (retired, or leaked) refuses its tokens from the next
+    fetch on, but a socket opened with one is not cut: it keeps writing until its
+    token's exp (docs/security.md, "a key dropped from the set"). Nothing said so; the
+    log now names the dropped key and how to cut its connections."""
+    idp.add("k3")
+    idp.add("k5")
+    idp_settings.jwt_jwks_refresh_seconds = 0.05
+    old = idp.token("k3")
+    with caplog.at_level(logging.INFO, logger="palimpsest.auth"):
+        async with run_server(idp_settings) as server:
+            ws = await websockets.connect(f"{server.ws_url}/kept?token={old}", compression=None)
+            try:
+                await asyncio.wait_for(ws.recv(), 10)  # served: the server's sync step 1
+                idp.retire("k3")
+                await eventually(lambda: _refused(server, old), what="k3's token refused")
+                code, text = await status_of(server, old)
+                assert code == 401 and "token key id 'k3' is not one of the server's" in text
+                # the socket opened with it still writes
+                d: Doc = Doc(client_id=4242)
+                d.get("content", type=Text).insert(0, "still here")
+                await ws.send(P.encode_sync_update(d.get_update()))
+
+                def content() -> str:
+                    room = server.backend.rooms.get_loaded("kept")
+                    return "" if room is None else str(room.doc.get("content", type=Text))
+
+                await eventually(lambda: content() == "still here", what="the write kept")
+                assert ws.close_code is None, (ws.close_code, ws.close_reason)
+            finally:
+                await ws.close()
+    said = [r for r in caplog.records if "no longer holds" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+    assert said[0].levelno == logging.WARNING
+    assert said[0].getMessage() == (
+        f"auth: JWKS {idp.url} no longer holds RS256 k3: tokens signed with it are refused "
+        "from now on; connections opened with one stay open until their token's exp (to "
+        "cut them: revoke their users, or restart)"
+    )
 
 
 class TricklingIdP:

@@ -7,7 +7,9 @@ certs``, Auth0's ``https://TENANT/.well-known/jwks.json``, Okta's ``…/v1/keys`
 - fetched when the server starts: one that cannot be fetched, or that holds no usable
   key, stops the start (``palimpsest: cannot start: …``);
 - fetched again every ``refresh_seconds`` (PALIMPSEST_JWT_JWKS_REFRESH_SECONDS, 600), so
-  that a key the provider retired stops verifying tokens and one it published starts;
+  that a key the provider retired stops verifying tokens and one it published starts (a
+  key dropped is logged; sessions opened with its tokens are not cut: they last until
+  their token's exp, docs/security.md);
 - fetched again when a token names a ``kid`` the server does not have (the provider
   rotated and signs with a key published since the last fetch), at most once every
   ``unknown_kid_seconds`` (PALIMPSEST_JWT_JWKS_UNKNOWN_KID_SECONDS, 30): a flood of
@@ -196,6 +198,17 @@ class JWKS(Service):
             log.warning("auth: JWKS %s can be fetched again", self.where)
         if [(k.kid, k.alg) for k in keys] != [(k.kid, k.alg) for k in self.keys]:
             log.info("auth: JWKS %s changed: %s", self.where, _listed(keys))
+        kept = {(k.kid, k.alg) for k in keys}
+        dropped = [k for k in self.keys if (k.kid, k.alg) not in kept]
+        if dropped:
+            # refused from now on at every handshake and request; a session is not cut
+            # (it does not remember its key): said, for an operator retiring a leaked key
+            log.warning(
+                "auth: JWKS %s no longer holds %s: tokens signed with it are refused from "
+                "now on; connections opened with one stay open until their token's exp "
+                "(to cut them: revoke their users, or restart)",
+                self.where, _listed(dropped),
+            )  # fmt: skip
         self.keys = keys
         return True
 
