@@ -70,6 +70,9 @@ LOG_EVERY = 10.0
 WAIT_WARN = 5.0
 #: how often the rooms' waiting edits are looked at (seconds; see ``_watch``)
 WATCH_EVERY = 1.0
+#: appends of at most this many events join the next transaction before larger ones
+#: queued ahead of them (``_take``): a room's batch is up to Room.max_batch (1024) edits
+SMALL_APPEND = 64
 
 
 class Queues(Protocol):
@@ -388,18 +391,50 @@ class Committer(Service):
         """One transaction with what is queued (up to batch_max events); resolves its
         appends. True when the store refused it and appends are held (queued again,
         first in line): the writer task pauses before the next try."""
-        take: list[_Append] = []
-        n = 0
-        while self._queue and (not take or n + len(self._queue[0].events) <= self.batch_max):
-            item = self._queue.pop(0)
-            take.append(item)
-            n += len(item.events)
+        take, n = self._take()
         self._waiting()
         self._in_flight = take
         try:
             return await self._commit(take, n)
         finally:
             self._in_flight = []
+
+    def _take(self) -> tuple[list[_Append], int]:
+        """Takes the next transaction's appends off the queue, and counts their events.
+
+        The first in line always goes (alone when it is larger than batch_max). Then, in
+        three passes over the queue, whatever still fits under batch_max: the held appends
+        (tried before), then the small ones (SMALL_APPEND events at most: a quiet room's
+        edits), then any. A pass skips an append that does not fit and takes later ones of
+        other documents; it takes none of the skipped one's document after it, so each
+        document's appends go in the order they came (a room has one append queued at a
+        time, but a server change may queue behind it). The transaction carries them in
+        queue order. Taking the queue's front only, as it did, a quiet room's one edit
+        queued behind five rooms' 1024 waited one transaction or more per 4096 events
+        before it (up to 0.7 s on PostgreSQL with eight flooding appends queued)."""
+        queue = self._queue
+        if not queue:
+            return [], 0
+        chosen = [True] + [False] * (len(queue) - 1)
+        n = len(queue[0].events)
+        passes: tuple[Callable[[_Append], bool], ...] = (
+            lambda a: a.tried,
+            lambda a: len(a.events) <= SMALL_APPEND,
+            lambda a: True,
+        )
+        for wanted in passes:
+            skipped: set[str] = set()  # documents with an append not taken in this pass
+            for i, a in enumerate(queue):
+                if chosen[i]:
+                    continue  # (every earlier append of its document was taken too)
+                if a.doc not in skipped and wanted(a) and n + len(a.events) <= self.batch_max:
+                    chosen[i] = True
+                    n += len(a.events)
+                else:
+                    skipped.add(a.doc)
+        take = [a for a, c in zip(queue, chosen, strict=True) if c]
+        self._queue[:] = [a for a, c in zip(queue, chosen, strict=True) if not c]
+        return take, n
 
     async def _commit(self, take: list[_Append], n: int) -> bool:
         if any(a.tried for a in take):

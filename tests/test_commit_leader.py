@@ -228,3 +228,69 @@ async def test_a_stopped_room_announces_nothing(tmp_path: Path) -> None:
         await a.stop()
         a.receive_peer_events([])
         assert "a" not in backend.committer.coming
+
+
+async def _held_writer(store: SQLiteStore, committer: Committer) -> threading.Event:
+    """Hold the writer thread (a slow disk) with one append in flight behind it: what is
+    appended next queues. Returns the gate that lets the disk go on."""
+    gate = threading.Event()
+    asyncio.create_task(store.on_writer(lambda _c: gate.wait(10)))
+    await eventually(store.writer.in_call)
+    asyncio.create_task(committer.append("lead", [ev(0)]))
+    await eventually(lambda: committer.waiting_since is not None)  # handed to the thread
+    return gate
+
+
+async def test_a_small_append_rides_in_the_next_commit_past_large_ones_queued_before_it(
+    tmp_path: Path,
+) -> None:
+    """Five documents' appends of 1024 events (a flooding room's batch each) queue ahead
+    of one quiet document's single edit, more than one transaction holds (batch_max 4096).
+    The quiet edit goes in the very next transaction (it waited one or more others); every
+    document's appends keep their order, a later small one of a document included; nothing
+    is lost or logged twice, and no transaction holds more than batch_max events."""
+    batches: list[int] = []
+    store = SQLiteStore(tmp_path / "p.db")
+    async with store, Committer(store, on_batch=lambda n, _s: batches.append(n)) as committer:
+        gate = await _held_writer(store, committer)
+        sent = {d: [f"{d}{i}".encode() for i in range(1024)] for d in "ABCDE"}
+        sent["Q"] = [b"quiet"]
+        calls = [(d, u) for d, u in sent.items()] + [("E", [b"E-after"])]
+        sent["E"] = sent["E"] + [b"E-after"]
+        tasks = []
+        queued = 0
+        for d, updates in calls:
+            evs = [NewEvent("ann", "edit", u, {}, i) for i, u in enumerate(updates)]
+            tasks.append(asyncio.create_task(committer.append(d, evs)))
+            queued += len(evs)
+            await eventually(lambda n=queued: committer.pending == n)  # queued in this order
+        gate.set()
+        await asyncio.gather(*tasks)
+        assert batches[0] == 1 and sum(batches) == 1 + 5 * 1024 + 2, batches
+        assert max(batches) <= committer.batch_max, batches
+        logged = {d: await store.read(d) for d in sent}
+        for d, updates in sent.items():
+            assert [(e.seq, e.update) for e in logged[d]] == list(enumerate(updates, start=1)), d
+            assert [e.pos for e in logged[d]] == sorted(e.pos for e in logged[d]), d
+        [lead] = await store.read("lead")
+        in_order = sorted([lead.pos] + [e.pos for evs in logged.values() for e in evs])
+        first_after = set(in_order[1 : 1 + batches[1]])  # the transaction after the lead's
+        assert logged["Q"][0].pos in first_after, batches
+
+
+async def test_an_append_larger_than_batch_max_goes_alone_and_first(tmp_path: Path) -> None:
+    """One append over batch_max, first in line, is its own transaction: a small one
+    queued behind it goes in the next (it is never split, nor overtaken)."""
+    batches: list[int] = []
+    store = SQLiteStore(tmp_path / "p.db")
+    on_batch = lambda n, _s: batches.append(n)  # noqa: E731
+    async with store, Committer(store, batch_max=8, on_batch=on_batch) as committer:
+        gate = await _held_writer(store, committer)
+        big = asyncio.create_task(committer.append("big", [ev(i) for i in range(20)]))
+        await eventually(lambda: committer.pending == 20)
+        small = asyncio.create_task(committer.append("small", [ev(99)]))
+        await eventually(lambda: committer.pending == 21)
+        gate.set()
+        [big_events, [small_event]] = await asyncio.gather(big, small)
+        assert batches == [1, 20, 1]
+        assert small_event.pos > max(e.pos for e in big_events)
