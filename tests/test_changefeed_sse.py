@@ -349,3 +349,87 @@ async def test_others_edits_in_documents_one_may_not_read_are_not_timed(tmp_path
                 assert msg.data, f"an id line ({msg.id}) came before team-a's next event"
                 assert json.loads(msg.data)["doc"] == "team-a"
                 assert int(msg.id or 0) == json.loads(msg.data)["pos"] == 4
+
+
+async def _put_texts(base: str, token: str, docs: list[str]) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        for doc in docs:
+            r = await http.put(f"{base}/api/docs/{doc}/text", json={"text": f"hi {doc}"},
+                               headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+            assert r.status_code == 200, r.text
+
+
+async def test_the_backlog_ends_with_the_cursor_past_what_one_may_not_read(
+    tmp_path: Path,
+) -> None:
+    """Events the reader may not see at the end of the backlog move its cursor once the
+    backlog is read (devfeed: a reader of 'a-*' after position 4, with b-3 at 5 and b-1's
+    deletion at 6 after it, got nothing until the next heartbeat, 15 s away, or the next
+    commit: a reconnect read positions 5 and 6 again each time). The heartbeat here is
+    30 s away; the Python client's cursor moves too, with no event to hand out."""
+    secret = "s" * 32
+    env = {"PALIMPSEST_CHANGEFEED_HEARTBEAT": "30"}
+    async with ServerProcess(tmp_path, extra_args=["--jwt-secret", secret], env=env) as srv:
+        admin = mint(secret, "root", "admin", ["*"])
+        reader = mint(secret, "rita", "read", ["a-*"])
+        await _put_texts(srv.http_url, admin, ["a-1", "b-1", "b-2", "a-2", "b-3"])
+        async with httpx.AsyncClient(timeout=10) as http:
+            r = await http.delete(f"{srv.http_url}/api/docs/b-1",
+                                  headers={"Authorization": f"Bearer {admin}"})  # fmt: skip
+            assert r.status_code == 200, r.text
+        url = f"{srv.http_url}/api/events/stream?updates=false&after=4"
+        async with RawStream(url, {"Authorization": f"Bearer {reader}"}) as s:
+            msg = await s.next(timeout=10)
+            assert (msg.id, msg.data) == ("6", "")
+            assert s.heartbeats == 0
+        # from 0: a-1 and a-2, then the id past b-3 and the deletion
+        async with RawStream(url.replace("after=4", "after=0"),
+                             {"Authorization": f"Bearer {reader}"}) as s:  # fmt: skip
+            got = [await s.next(timeout=10) for _ in range(3)]
+            assert [(m.id, bool(m.data)) for m in got] == [("1", True), ("4", True), ("6", False)]
+        async with client.History(srv.http_url, token=reader) as h:
+            feed = h.stream_all(after=4, updates=False)
+            task = asyncio.create_task(anext(aiter(feed)))
+            try:
+                await eventually(lambda: feed.after == 6, what="the client's cursor at 6")
+                assert not task.done()
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+async def test_others_steady_edits_do_not_silence_the_stream(tmp_path: Path) -> None:
+    """A commit in a document the reader may not see wakes the stream, which reads it and
+    waits again: the heartbeat's wait started anew at each such commit, so that a reader
+    of a few documents among busy others heard nothing at all, neither a heartbeat nor
+    the id that moves its cursor, for as long as the others kept writing more often than
+    the heartbeat (and a client's idle timeout reconnected it, to read it all again). The
+    heartbeat is now due that long after the last thing the stream sent."""
+    secret = "s" * 32
+    env = {"PALIMPSEST_CHANGEFEED_HEARTBEAT": "1.5"}
+    async with ServerProcess(tmp_path, extra_args=["--jwt-secret", secret], env=env) as srv:
+        admin = mint(secret, "root", "admin", ["*"])
+        reader = mint(secret, "rita", "read", ["a-*"])
+        await _put_texts(srv.http_url, admin, ["a-1"])
+        url = f"{srv.http_url}/api/events/stream?updates=false"
+        stop = asyncio.Event()
+
+        async def busy() -> None:  # an edit elsewhere every 0.2 s, until told to stop
+            async with client.connect(srv.ws_url, "b-busy", token=admin) as b:
+                while not stop.is_set():
+                    b.text().insert(0, "x")
+                    await b.flush()
+                    await asyncio.sleep(0.2)
+
+        async with RawStream(url, {"Authorization": f"Bearer {reader}"}) as s:
+            (first,) = await s.events(1)
+            assert first["doc"] == "a-1"
+            writer = asyncio.create_task(busy())
+            try:
+                msg = await s.next(timeout=15)  # (the writer goes on meanwhile)
+                assert not stop.is_set() and not writer.done()
+            finally:
+                stop.set()
+                await writer
+            assert msg.data == "" and msg.id is not None and int(msg.id) > first["pos"]

@@ -21,6 +21,7 @@ refused (503, Retry-After) before it starts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from functools import partial
@@ -46,6 +47,10 @@ log = logging.getLogger("palimpsest.changefeed")
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 #: what an EventSource waits before reconnecting (ms), sent first on every stream
 RETRY_MS = 1000
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def _after(request: Request) -> int:
@@ -163,11 +168,16 @@ class Streams:
         revocation = self.feed.backend.extension(Revocation)
         return revocation is not None and revocation.refused(identity) is not None
 
-    def _idle(self, identity: Identity) -> float:
-        """How long to wait for a commit before a heartbeat: the heartbeat, or less when
-        the token expires sooner (the stream ended at the first heartbeat after it)."""
+    def _idle(self, identity: Identity, quiet_since: float) -> float:
+        """How long to wait for a commit before a heartbeat: what is left of the
+        heartbeat since the stream last sent something, or less when the token expires
+        sooner (the stream ended at the first heartbeat after it). Counted from the last
+        thing sent, not from the last wakeup: commits that sent nothing (others', in
+        documents the caller may not read; the poller's) started the wait anew, and a
+        stream among busy documents said nothing at all for as long as they were busy."""
+        due = max(0.0, quiet_since + self.feed.heartbeat - _now())
         left = identity.seconds_left()
-        return self.feed.heartbeat if left is None else min(self.feed.heartbeat, left)
+        return due if left is None else min(due, left)
 
     async def _doc_events(
         self, doc: str, after: int, updates: bool, identity: Identity
@@ -175,6 +185,7 @@ class Streams:
         feed, store = self.feed, self.feed.backend.store
         yield f"retry: {RETRY_MS}\n\n".encode()
         cursor = after
+        quiet_since = _now()
         try:
             while not feed.closing and not self._expired(identity):
                 ticket = feed.wakeup.ticket(doc)
@@ -182,10 +193,13 @@ class Streams:
                 for ev in events:
                     yield sse_frame(ev.seq, feed_text(ev, updates=updates))
                     cursor = ev.seq
+                if events:
+                    quiet_since = _now()
                 if len(events) == feed.page:
                     continue
-                if not await feed.wait(ticket, self._idle(identity)):
+                if not await feed.wait(ticket, self._idle(identity, quiet_since)):
                     yield HEARTBEAT
+                    quiet_since = _now()
         except StoreError as e:
             _ended_by_store(e, f"of {doc!r}", cursor)
 
@@ -196,6 +210,8 @@ class Streams:
         yield f"retry: {RETRY_MS}\n\n".encode()
         cursor = sent = after
         everything = identity.docs == ("*",)
+        backlog = True  # (until a read comes up short: the log's end when the stream began)
+        quiet_since = _now()
         try:
             while not feed.closing and not self._expired(identity):
                 ticket = feed.wakeup.ticket()
@@ -204,19 +220,25 @@ class Streams:
                     cursor = ev.pos
                     if everything or may_open(identity, ev.doc):
                         yield sse_frame(ev.pos, feed_text(ev, updates=updates))
-                        sent = cursor
-                if len(events) == feed.page:
-                    if sent != cursor:  # (a long scan is not silent)
+                        sent, quiet_since = cursor, _now()
+                if len(events) == feed.page or backlog:
+                    # a full page (a long scan is not silent), or the end of the backlog:
+                    # what the caller may not see at its end moves the cursor now, not at
+                    # the next heartbeat (a reconnect meanwhile read it all again). The
+                    # backlog was there before the stream began: this times nobody's edit
+                    if sent != cursor:
                         yield sse_cursor(cursor)
-                        sent = cursor
-                    continue
-                if not await feed.wait(ticket, self._idle(identity)):
-                    # events the caller may not see moved the cursor: said in place of
-                    # a heartbeat, so that a reconnect does not read them again, and
+                        sent, quiet_since = cursor, _now()
+                    if len(events) == feed.page:
+                        continue
+                    backlog = False
+                if not await feed.wait(ticket, self._idle(identity, quiet_since)):
+                    # live events the caller may not see moved the cursor: said in place
+                    # of a heartbeat, so that a reconnect does not read them again, and
                     # not as they come, which would time others' edits in documents
                     # the caller may not read
                     yield HEARTBEAT if sent == cursor else sse_cursor(cursor)
-                    sent = cursor
+                    sent, quiet_since = cursor, _now()
         except StoreError as e:
             _ended_by_store(e, "of every document", sent)
 
