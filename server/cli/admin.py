@@ -1,8 +1,9 @@
 """Admin commands that work on the store directly: export, import, snapshot, inspect,
 verify, compact, delete, rename-actor, restamp, lock, revoke.
 
-They are meant for a stopped server, or for documents no server has open. What happens
-when one does (SQLite in WAL mode and PostgreSQL both allow it):
+They are meant for a stopped server, or for documents no server has open (compact may
+run beside one: its help says so, with its own note). What happens when one does
+(SQLite in WAL mode and PostgreSQL both allow it):
 
 - export, inspect, verify only read: always safe (a SQLite file is opened read-only and
   left byte for byte as it was, its -wal too);
@@ -91,6 +92,17 @@ LIVE_NOTE = (
     "Meant for a stopped server or for documents no server has open (see docs/operations.md)."
 )
 
+#: compact's own note: it may run beside a server that has the document open
+COMPACT_LIVE_NOTE = (
+    "May run beside a running server, SQLite or PostgreSQL: it touches only events at or "
+    "below --before, which never change. A server with the document open notices the new "
+    "base within its COMPACTION_CHECK_SECONDS (1 s) and reloads the room: its clients "
+    "reconnect at once and their providers send what they typed meanwhile, so nothing "
+    "is lost. On SQLite the server's commits wait for the compaction's write "
+    "transaction. POST /api/docs/DOC/compact on the server itself keeps the room open "
+    "(without purge) (see docs/operations.md)."
+)
+
 
 #: the commands that only read: on SQLite they open the file read-only
 READ_ONLY = frozenset({"export", "inspect", "verify", "ls"})
@@ -101,11 +113,13 @@ class AdminError(Exception):
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    def add(name: str, help: str, description: str, func: Callable[..., Any]) -> Any:
+    def add(
+        name: str, help: str, description: str, func: Callable[..., Any], note: str = LIVE_NOTE
+    ) -> Any:
         p = sub.add_parser(
             name,
             help=help,
-            description=f"{description} {LIVE_NOTE}",
+            description=f"{description} {note}",
         )
         add_store_options(p)
         p.set_defaults(func=lambda args: _run(name, func, args))
@@ -193,7 +207,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "from history. Named versions pin history: a --before past a tag is refused. "
             "Refuses to run without --yes. Several documents (DOC..., --prefix, - for "
             "names on stdin) are compacted in one run, each up to --before.",
-            compact)  # fmt: skip
+            compact, COMPACT_LIVE_NOTE)  # fmt: skip
     bulk.add_doc_options(p, "compact")
     p.add_argument("--before", required=True,
                    help="a seq, a tag name, or an ISO-8601 time (the last seq at or "
