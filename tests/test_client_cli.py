@@ -172,9 +172,20 @@ async def test_replay_a_trace(server: RunningServer, capsys: pytest.CaptureFixtu
     assert "2500 transactions" in err and "txn/s" in err
     assert await run("cat", "svelte", "--url", server.url) == 0
     assert capsys.readouterr().out == content
+    # not an event per transaction: what is typed between two frames is one event, as
+    # `replay --help` and the README say (--rate 0 too: what piles up between sends)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        head = (await http.get("/api/docs/svelte/versions/head")).json()["seq"]
+    assert 0 < head < 2500, head
+    assert await run("replay", "sveltecomponent", "--doc", "svelte0", "--limit", "2500",
+                     "--rate", "0", "--url", server.url, "--no-progress") == 0  # fmt: skip
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        head = (await http.get("/api/docs/svelte0/versions/head")).json()["seq"]
+    assert 0 < head < 2500, head
     # replaying into a document that is not empty is refused
     assert await run("replay", str(TRACE), "--doc", "svelte", "--limit", "5",
                      "--url", server.url, "--no-progress") == 2  # fmt: skip
+    assert "'svelte' is not empty; replay into a new document" in capsys.readouterr().err
 
 
 async def test_cat_at_a_version_and_history(
@@ -476,6 +487,9 @@ def test_each_command_says_what_its_root_is_or_takes_none() -> None:
     assert helps["cat"] is not None and helps["cat"].startswith("the root (shared type) to print")
     assert helps["edit"] is not None and helps["edit"].startswith("the text root to set")
     assert helps["replay"] is not None and "the trace" in helps["replay"]
+    said = " ".join((sub.choices["replay"].description or "").split())
+    assert "replay into a document that has text is refused" in said, said
+    assert "no option gives one event per transaction" in said, said
     assert helps["history"] is None and helps["tail"] is None
 
 
