@@ -58,6 +58,8 @@ expose(session, {
       type: p.getType(),
       text: p.getChildren ? p.getChildren().map((t) => [t.getTextContent(), t.getFormat ? t.getFormat() : null]) : []
     }))),
+  /** the editor state's text, as $getRoot().getTextContent() gives it */
+  rootText: () => editor.getEditorState().read(() => $getRoot().getTextContent()),
   /** select characters start..end of the first text node of paragraph i */
   select: (i, start, end) => new Promise((resolve) => editor.update(() => {
     const text = $getRoot().getChildAtIndex(i).getFirstChild()
