@@ -105,23 +105,45 @@ def alice_then_bob(
     return alice, bob, api
 
 
-@pytest.mark.parametrize("bold", [False, True], ids=["plain", "bold"])
+LAST_WORD = len(ALICE + BOB) - len("this.")
+# per case: what bob bolds (a range of the paragraph's text, or None); then the text nodes
+# before the undo, after it, and the answer's kept_containers
+CASES = {
+    "plain": (None, [[ALICE + BOB, 0]], [[BOB, 0]], {"items": 2, "bob": (16, 0)}),
+    # Lexical splits her node: "this" and "." in text nodes of his (maps of 5 entries
+    # each, in her paragraph); " Bob added " stays in her node, and her map with it
+    "bold": (
+        (LAST_WORD, LAST_WORD + 4),
+        [[ALICE + " Bob added ", 0], ["this", 1], [".", 0]],
+        [[" Bob added ", 0], ["this", 1], [".", 0]],
+        {"items": 2, "bob": (16, 12)},
+    ),
+    # all he typed moved to a text node of his: nothing of his is left in her node, whose
+    # map goes with her characters (no empty text node); her paragraph alone is kept
+    "bold-all": (
+        (len(ALICE), len(ALICE + BOB)),
+        [[ALICE, 0], [BOB, 1]],
+        [[BOB, 1]],
+        {"items": 1, "bob": (16, 6)},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
 def test_alices_server_undo_keeps_bobs_text_in_her_lexical_node(
-    server: ServerProcess, page_url: str, people: Any, doc_name: str, bold: bool
+    server: ServerProcess, page_url: str, people: Any, doc_name: str, case: str
 ) -> None:
-    """Alice types, Bob types at the end of her paragraph (and bolds his last word), Alice
-    asks for a server undo: her text goes, Bob's stays in both tabs, in a tab opened now
-    and in the server's document, and the answer names Bob; her redo brings hers back
-    before his, in every tab. (Before: an empty paragraph in every tab; with Bob's bold
-    word, a new tab showed "this." while the open tabs showed nothing.)"""
-    doc_name = f"{doc_name[:40]}-{'bold' if bold else 'plain'}"  # (doc_name cuts the ids)
+    """Alice types, Bob types at the end of her paragraph (and bolds his last word, or all
+    he typed), Alice asks for a server undo: her text goes, Bob's stays in both tabs, in a
+    tab opened now and in the server's document, and the answer names Bob; her redo brings
+    hers back before his, in every tab. (Before: an empty paragraph in every tab; with
+    Bob's bold word, a new tab showed "this." while the open tabs showed nothing.)"""
+    selection, text, undone, kept = CASES[case]
+    doc_name = f"{doc_name[:40]}-{case}"  # (doc_name cuts the ids)
     alice, bob, api = alice_then_bob(server, page_url, people, doc_name)
-    text = [[ALICE + BOB, 0]]
-    if bold:  # bob bolds his last word ("this"), with Lexical's shortcut
-        start = len(ALICE + BOB) - len("this.")
-        bob.evaluate("([s, e]) => window.harness.select(0, s, e)", [start, start + 4])
+    if selection:  # bob bolds it, with Lexical's shortcut
+        bob.evaluate("([s, e]) => window.harness.select(0, s, e)", list(selection))
         bob.keyboard.press("Control+b")
-        text = [[ALICE + " Bob added ", 0], ["this", 1], [".", 0]]
         want = [{"type": "paragraph", "text": text}]
         eventually(lambda: nodes(alice) == want and nodes(bob) == want, what="bob's bold")
         eventually(lambda: logged_seq(bob, api), what="bob's bold logged")
@@ -133,7 +155,6 @@ def test_alices_server_undo_keeps_bobs_text_in_her_lexical_node(
     assert answer["ok"] is True, answer
     assert answer["removed"]["characters"] == len(ALICE), answer
     assert "removed_others" not in answer, answer
-    undone = [[t.removeprefix(ALICE), f] for t, f in text]
     want = [{"type": "paragraph", "text": undone}]
     eventually(lambda: (logged_seq(alice, api) or 0) > (seen or 0), what="the undo reached alice")
     try:
@@ -149,12 +170,12 @@ def test_alices_server_undo_keeps_bobs_text_in_her_lexical_node(
     carol = tab(server, page_url, people, doc_name, "carol")
     assert nodes(carol) == want and root_text(carol) == BOB, nodes(carol)
 
-    # kept: her paragraph (her first keystroke made it) and her text node's map, before
-    # Bob's characters; the paragraph holds all Bob typed, and in the bold case his two
-    # text nodes' maps too (Lexical's split: "this" bold, "." plain; 5 entries each)
+    # kept: her paragraph (her first keystroke made it) and, while Bob's characters are in
+    # it, her text node's map; the counts of Bob's are of all he has in the paragraph
+    chars, items = kept["bob"]
     assert answer["kept_containers"] == {
-        "items": 2,
-        "others": [{"user": "bob", "characters": len(BOB), "items": 12 if bold else 0}],
+        "items": kept["items"],
+        "others": [{"user": "bob", "characters": chars, "items": items}],
     }, answer
 
     r = httpx.post(f"{api}/redo", params={"user": "alice"})
