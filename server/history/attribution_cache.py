@@ -128,6 +128,10 @@ class AttributionCache:
         self._stored: OrderedDict[str, int] = OrderedDict()
         self.stored_known = STORED_KNOWN
         self._writes: set[asyncio.Task[None]] = set()
+        #: per document, (seq, bytes) of the latest index whose write is under way: a
+        #: read back takes it rather than the store's row, which that write has not
+        #: replaced yet (see _restore)
+        self._writing: dict[str, tuple[int, bytes]] = {}
         #: (doc, seconds, seq) for each full build, for logs and the bench: the latest
         #: RECENT of them
         self.builds: deque[tuple[str, float, int]] = deque(maxlen=RECENT)
@@ -191,6 +195,7 @@ class AttributionCache:
         self._sizes.pop(doc, None)
         self._stored.pop(doc, None)
         self._fixes.pop(doc, None)
+        self._writing.pop(doc, None)
 
     def _mend(self, e: DocumentBroken) -> None:
         """Note an event that broke an index's document: the next build folds it as
@@ -315,6 +320,13 @@ class AttributionCache:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         row = await self.store.derived(doc, codec.KIND)
+        # an index stored by this process whose write has not committed yet (SQLite
+        # queues it behind the appends): the row read is the one it replaces. A blame
+        # right after a background refresh read it, one stored 68,000 events before,
+        # and extended and stored it all over again (field test, 7 Dec 2026)
+        writing = self._writing.get(doc)
+        if writing is not None and (row is None or row[0] < writing[0]):
+            row = writing
         if row is None:
             return None
         seq, data = row
@@ -383,6 +395,7 @@ class AttributionCache:
         # nothing folds into the index meanwhile)
         data = await cpu_account.to_thread(codec.encode, index, fp)
         self._note_stored(doc, index.seq)
+        self._writing[doc] = (index.seq, data)
         task = asyncio.create_task(self._write(doc, index.seq, data))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
@@ -403,12 +416,21 @@ class AttributionCache:
         try:
             await self.store.put_derived(doc, codec.KIND, seq, data)
         except Exception as e:  # a cache: the next use rebuilds or extends it
+            self._written(doc, data)
             log.warning("attribution index of %s@%d not stored: %s", doc, seq, e)
             if self._stored.get(doc) == seq:
                 self._stored.pop(doc, None)
             return
+        self._written(doc, data)
         self.stored += 1
         log.info("attribution index of %s stored at seq %d (%d bytes)", doc, seq, len(data))
+
+    def _written(self, doc: str, data: bytes) -> None:
+        """The write of `data` ended: a read back reads the store again (unless a later
+        write of the document is under way)."""
+        writing = self._writing.get(doc)
+        if writing is not None and writing[1] is data:
+            del self._writing[doc]
 
     def _editing(self) -> bool:
         """Whether an edit was committed in the last QUIET_SECONDS."""

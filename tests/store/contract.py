@@ -986,6 +986,24 @@ class StoreContract(CursorContract):
         await store.delete_doc("v")
         assert await store.derived("v", "attribution") is None
 
+    async def test_derived_data_stored_is_read_back_at_once(self, store: EventStore) -> None:
+        """A stored attribution index of a long document (921 kB at seq 105,047 in the
+        field, over one at seq 36,870) is the row read right after its write returns.
+        The field's stale read back was the cache's (it read before the write
+        committed: test_attribution_read_back); the store answers this way."""
+        import random
+
+        rng = random.Random(7)
+        older = rng.randbytes(300_000)
+        newer = rng.randbytes(921_124)
+        await store.append([("long", [ev() for _ in range(20)])])
+        await store.put_derived("long", "attribution", 7, older)
+        assert await store.derived("long", "attribution") == (7, older)
+        await store.put_derived("long", "attribution", 19, newer)
+        assert await store.derived("long", "attribution") == (19, newer)
+        await store.put_derived("long", "attribution", 7, older)  # a slower writer, behind
+        assert await store.derived("long", "attribution") == (19, newer)
+
     async def test_compact(self, store: EventStore) -> None:
         await store.append([("c", [ev(update=b"ab", ts=100 + i) for i in range(10)])])
         await store.put_snapshot("c", 3, b"three")
