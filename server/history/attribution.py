@@ -1283,6 +1283,11 @@ class AttributionIndex:
 
         self._subs.append(self.doc.get(name, type=Text).observe_deep(on_deep))
 
+    @property
+    def folds_by_ids(self) -> bool:
+        """Whether the next events are folded by ids (attribution_ids), not by deltas."""
+        return self._ids is not None
+
     def _to_deltas(self, why: str) -> None:
         """Fold by text deltas from here on (the runs so far mirror the document)."""
         if self._ids is None:

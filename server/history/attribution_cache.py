@@ -51,6 +51,18 @@ QUIET_SECONDS = 0.25
 MAX_DEFER_SECONDS = 30.0
 #: the builds and restores remembered (AttributionCache.builds, .restores): the latest
 RECENT = 100
+#: a stored index read back folds on by text deltas (attribution_ids: the fold by ids
+#: holds only from an empty document), whose every event costs in proportion to the
+#: document's length; a build from the start folds by ids, at a cost that grows little.
+#: Past this many events to fold, an index read back is built again from the start
+#: instead of extended (see _far_behind). Measured 7 Dec 2026 (bench runs of 2):
+#: six writers typing into one text, extending by deltas took 123-137 us an event at
+#: 10-15k events, 308-313 at 30-35k (5k -> 45k: 12.8-13.9 s; built by ids: 1.1 s).
+#: automerge-paper (one writer at a time) folds by deltas cheaper: 30k -> 35k took
+#: 0.43-0.49 s extended, 0.95-1.18 built; 30k -> 50k 1.1-2.3 and 1.3-1.5; 30k -> 90k
+#: 4.7-6.6 and 2.4-2.7. 5,000 is between the two break-even points. The field's first
+#: blame after a restart extended 36,870 -> 105,047 (six writers) in 578 s
+EXTEND_READ_BACK_MAX = 5000
 #: documents whose stored seq is remembered though their index is not in memory (the
 #: ones refreshed as their rooms unloaded): the most recent; one forgotten costs its
 #: next refresh a read of the stored index to learn it is current (every document ever
@@ -139,6 +151,10 @@ class AttributionCache:
         self.rebuilt_by_deltas = 0
         #: (doc, seconds, seq) for each index read back from the store: the latest RECENT
         self.restores: deque[tuple[str, float, int]] = deque(maxlen=RECENT)
+        #: observable: indexes read back built again from the start by ids rather than
+        #: extended by deltas, being too far behind (see EXTEND_READ_BACK_MAX)
+        self.rebuilt_far_behind = 0
+        self.extend_read_back_max = EXTEND_READ_BACK_MAX
         #: per document, the events found to break it (errors.DocumentBroken): seq ->
         #: the update folded instead, None when left out (as snapshots.load does)
         self._fixes: dict[str, Fixes] = {}
@@ -228,6 +244,8 @@ class AttributionCache:
             if index is None or not wanted.items() <= index.roots().items():
                 known = index.roots() if index is not None else {}
                 index = await self._build(doc, {**known, **wanted})
+            elif await self._far_behind(index, upto):
+                index = await self._build(doc, index.roots())
             index = await self._extended(index, upto)
             index = await self._checked(index)
             found = index.new_roots()
@@ -298,6 +316,8 @@ class AttributionCache:
                 if info.head - info.base_seq < build_from:
                     return False
                 index = await self._build(doc, await roots(), paced=True)
+            elif await self._far_behind(index, info.head):
+                index = await self._build(doc, index.roots(), paced=True)
             index = await self._extended(index, info.head, paced=True)
             index = await self._checked(index, paced=True)
             found = index.new_roots()
@@ -312,6 +332,25 @@ class AttributionCache:
     async def drain(self) -> None:
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
+
+    async def _far_behind(self, index: AttributionIndex, upto: int | None) -> bool:
+        """Whether `index` folds by deltas (read back from the store) and more than
+        extend_read_back_max events are to be folded, while a build from the start would
+        fold by ids (an uncompacted log, no XML root, no event mended): then building it
+        again costs less than extending it (see EXTEND_READ_BACK_MAX)."""
+        if index.folds_by_ids or index.xml or self._fixes.get(index.doc_name):
+            return False
+        info = await self.store.doc_info(index.doc_name)
+        if info is None or info.base_seq or index.base:
+            return False
+        head = info.head if upto is None else min(upto, info.head)
+        if head - index.seq <= self.extend_read_back_max:
+            return False
+        log.info("attribution index of %s at seq %d is %d events behind: built again by "
+                 "ids rather than extended by deltas", index.doc_name, index.seq,
+                 head - index.seq)  # fmt: skip
+        self.rebuilt_far_behind += 1
+        return True
 
     # --- the store ----------------------------------------------------------------------
 
