@@ -1050,7 +1050,8 @@ def test_the_page_edits_a_monaco_documents_text_where_monaco_keeps_it(
     eventually(lambda: logged_seq(ann, api), what="ann's text logged")
     carol = open_page(people(), server, doc_name, "carol")
     editor = carol.locator(".cm-content")
-    expect(editor).to_have_text("Hello world")
+    shown = "() => window.palimpsest.session.view.state.doc.toString()"  # (ann's caret: not text)
+    eventually(lambda: carol.evaluate(shown) == "Hello world", what="ann's text on the page")
     expect(editor).to_have_attribute("contenteditable", "true")
     editor.click()
     carol.keyboard.press("Control+End")
@@ -1063,6 +1064,89 @@ def test_the_page_edits_a_monaco_documents_text_where_monaco_keeps_it(
     expect(body.locator('.blame-run[data-actor="carol"]')).to_have_text("!")
     expect(body.locator('.blame-run[data-actor="ann"]')).to_have_text("Hello world")
     assert not carol.errors and not ann_errors, (carol.errors, ann_errors)  # type: ignore[attr-defined]
+
+
+def test_the_page_and_monaco_see_each_others_carets(
+    server: ServerProcess, page_url: str, people: Any, doc_name: str
+) -> None:
+    """y-monaco keeps a caret in the awareness field `selection`, y-codemirror.next (the
+    page's binding) in `cursor`: the page drew no caret for a Monaco user, nor Monaco one
+    for the page's. The page now draws Monaco's caret, with its user's name, where it is,
+    and publishes its own caret in `selection` too, in positions Monaco resolves in its
+    Y.Text to where the page's caret is; another page still draws that caret once."""
+    ann, ann_errors = open_binding_page(people(), page_url, "monaco.html", server, doc_name)
+    ann.evaluate("() => window.harness.provider.awareness.setLocalStateField("
+                 "'user', { name: 'ann', color: '#1f77b4' })")  # fmt: skip
+    ann.locator(".monaco-editor").click()
+    ann.keyboard.type("Hello world")
+    ann.keyboard.press("Control+Home")
+    for _ in range(5):
+        ann.keyboard.press("ArrowRight")
+    assert ann.evaluate("() => window.harness.caret()") == 5
+    carol = open_page(people(), server, doc_name, "carol")
+    shown = "() => window.palimpsest.session.view.state.doc.toString()"  # (not the carets' names)
+    eventually(lambda: carol.evaluate(shown) == "Hello world", what="ann's text on the page")
+    caret = carol.locator(".cm-ySelectionCaret", has_text="ann")
+    expect(caret).to_have_count(1)
+    expect(caret.locator(".cm-ySelectionInfo")).to_have_text("ann")
+    at = "(el) => window.palimpsest.session.view.posAtDOM(el)"
+    assert caret.evaluate(at) == 5
+    carol.locator(".cm-content").click()
+    carol.keyboard.press("Control+End")
+    carol.keyboard.press("ArrowLeft")
+    carol.keyboard.press("ArrowLeft")
+    resolved = """() => {
+      const { Y, ydoc, provider } = window.harness
+      const text = ydoc.getText('monaco')
+      for (const state of provider.awareness.getStates().values()) {
+        if (!state.user || state.user.name !== 'carol' || !state.selection) continue
+        return ['anchor', 'head'].map((end) => {
+          const abs = Y.createAbsolutePositionFromRelativePosition(state.selection[end], ydoc)
+          return abs && abs.type === text ? abs.index : null
+        })
+      }
+      return null
+    }"""
+    eventually(lambda: ann.evaluate(resolved) == [9, 9], what="carol's caret in ann's awareness")
+    expect(ann.locator(".yRemoteSelectionHead")).to_have_count(1)  # (Monaco draws it)
+    ann.keyboard.press("End")  # ann's caret moves: the page follows
+    expect(caret).to_have_count(1)
+    eventually(lambda: caret.evaluate(at) == len("Hello world"), what="ann's caret moved")
+    dave = open_page(people(), server, doc_name, "dave")
+    expect(dave.locator(".cm-ySelectionCaret", has_text="carol")).to_have_count(1)
+    expect(dave.locator(".cm-ySelectionCaret", has_text="ann")).to_have_count(1)
+    harness_errors = ann.evaluate("() => window.harness.errors")
+    assert not ann_errors and not harness_errors and not carol.errors and not dave.errors, (  # type: ignore[attr-defined]
+        ann_errors, harness_errors, carol.errors, dave.errors)  # type: ignore[attr-defined]  # fmt: skip
+
+
+def test_no_carets_cross_between_the_page_and_monaco_on_different_roots(
+    server: ServerProcess, page_url: str, people: Any, doc_name: str
+) -> None:
+    """The page edits `content` where a document has it, while Monaco edits `monaco`
+    beside it: a caret's positions are in one Y.Text, so neither draws the other's (a
+    position 5 of Monaco's text is not position 5 of the page's)."""
+    carol = open_page(people(), server, doc_name, "carol")
+    carol.locator(".cm-content").click()
+    carol.keyboard.type("Page text here")
+    ann, ann_errors = open_binding_page(people(), page_url, "monaco.html", server, doc_name)
+    ann.evaluate("() => window.harness.provider.awareness.setLocalStateField("
+                 "'user', { name: 'ann', color: '#1f77b4' })")  # fmt: skip
+    ann.locator(".monaco-editor").click()
+    ann.keyboard.type("Hello world")
+    ann.keyboard.press("Control+Home")
+    ann.keyboard.press("ArrowRight")
+    carol.locator(".cm-content").click()
+    carol.keyboard.press("Control+Home")
+    has = """(name) => [...window.%s.provider.awareness.getStates().values()].some(
+      (s) => s.user && s.user.name === name && s.selection && s.selection.head)"""
+    eventually(lambda: carol.evaluate(has % "palimpsest", "ann"), what="ann's caret at carol's")
+    eventually(lambda: ann.evaluate(has % "harness", "carol"), what="carol's caret at ann's")
+    shown = "() => window.palimpsest.session.view.state.doc.toString()"
+    assert carol.evaluate(shown) == "Page text here"
+    expect(carol.locator(".cm-ySelectionCaret")).to_have_count(0)
+    expect(ann.locator(".yRemoteSelectionHead")).to_have_count(0)
+    assert not ann_errors and not carol.errors, (ann_errors, carol.errors)  # type: ignore[attr-defined]
 
 
 def test_harness_refuses_an_unknown_provider(page_url: str, people: Any) -> None:

@@ -1,7 +1,8 @@
 // The live editor: a Y.Doc synced with the server by the stock y-websocket
 // provider, its `content` Y.Text (or the one plain text root of a document another
 // editor wrote, such as y-monaco's) bound to CodeMirror 6 by y-codemirror.next
-// (remote cursors and names come from awareness), and undo/redo sent to the
+// (remote cursors and names come from awareness; y-monaco's too, see monacocarets.js),
+// and undo/redo sent to the
 // server through /static/palimpsest.js instead of a local Y.UndoManager. A document
 // with structure or formatting (Tiptap, Lexical, Quill) is drawn live, read-only.
 
@@ -18,6 +19,7 @@ import { ServerUndo } from '../../static/palimpsest.js'
 import { colorFor, lightColorFor } from './colors.js'
 import { visibleText } from './controls.js'
 import { holdRemoteWhileComposing } from './composition.js'
+import { monacoCarets } from './monacocarets.js'
 import { specialChars } from './specialchars.js'
 import { lineDirection } from './direction.js'
 import { $, h, clear, mountUrl, showBanner, wsBase } from './util.js'
@@ -117,7 +119,10 @@ export function openDocument ({ doc, user, token, parent }) {
         changes: { from: 0, to: view.state.doc.length, insert: ytext.toString() },
         annotations: Transaction.remote.of(true), // (the text as loaded: nobody's typing)
         effects: [
-          collab.reconfigure(yCollab(ytext, provider.awareness, { undoManager: false })),
+          collab.reconfigure([
+            yCollab(ytext, provider.awareness, { undoManager: false }),
+            monacoCarets(ytext, provider.awareness) // (y-monaco's carets: its `selection` field)
+          ]),
           hint.reconfigure(placeholder('Start writing. Everyone in this document sees your text as you type.')),
           editable.reconfigure(editableExt(allowed))
         ]
