@@ -4,7 +4,9 @@ tests of what a store that stops answering does to the server.
     with StallingProxy(5432) as proxy:            # runs in a thread of its own
         url = f"postgresql://postgres@127.0.0.1:{proxy.port}/test"
         proxy.stall()    # every byte is held, both ways; connections stay open
-        proxy.cut()      # every connection is closed, new ones are refused
+        proxy.cut()      # every connection is closed, new ones are accepted and closed
+        proxy.refuse()   # every connection is closed, and the port is closed: connecting
+                         # is refused (ECONNREFUSED), as with a server that is down
         proxy.resume()   # bytes flow again (held ones first)
 
 A stalled store is what a hung database host, a full network queue or a lost route looks
@@ -72,6 +74,9 @@ class StallingProxy:
     def cut(self) -> None:
         self._set("cut")
 
+    def refuse(self) -> None:
+        self._set("refuse")
+
     def resume(self) -> None:
         self._set("pass")
 
@@ -82,9 +87,14 @@ class StallingProxy:
         self.mode = mode
         self._changed.set()  # wakes the held pipes; the next change has an event of its own
         self._changed = asyncio.Event()
-        if mode == "cut":
+        if mode in ("cut", "refuse"):
             for w in list(self._writers):
                 w.transport.abort()
+        if mode == "refuse" and self._server is not None:
+            self._server.close()  # (the same port listens again on resume)
+            self._server = None
+        elif mode != "refuse" and self._server is None:
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
 
     async def _start(self) -> None:
         self._changed = asyncio.Event()
@@ -92,15 +102,15 @@ class StallingProxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _stop(self) -> None:
-        assert self._server is not None
         await self._switch("cut")
+        assert self._server is not None
         self._server.close()
         for w in list(self._writers):
             w.transport.abort()
         await self._server.wait_closed()
 
     async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-        if self.mode == "cut":
+        if self.mode in ("cut", "refuse"):
             cw.transport.abort()
             return
         first = b""

@@ -286,6 +286,10 @@ async def test_the_refusal_is_logged_once_however_its_cause_changes(
                 )
                 await eventually(lambda: committer.failures >= 6, timeout=30, what="6 refusals")
                 causes = {str(committer.refusing)}
+                # the cause changes for sure: connections closed as they open become a
+                # port that refuses them (left to the retries under a cut, the error read
+                # "connection reset" or "connection_lost()" by turns, or one for 30 s)
+                await asyncio.to_thread(proxy.refuse)
                 await eventually(
                     lambda: causes.add(str(committer.refusing)) or len(causes) > 1,
                     timeout=30, what="a refusal of another cause",
