@@ -735,7 +735,12 @@ async def test_a_hocuspocus_socket_whose_on_connect_fails_is_held_back_too(
         url = srv.ws_url.removesuffix("/ws") + "/hocuspocus"
         out = json.loads(await node_scenario(HOCUSPOCUS_REFUSED, url, srv.url, "d"))
     said = "1011 the server's extension RefusesToConnect failed in on_connect"
-    assert out == [said] * 3 + ["1006 "] * 3, out
+    # the hook ran 3 times, then every attempt was refused at the handshake (1006 to
+    # the provider). Under load the provider may open its next socket as the last one
+    # closes (two refusals logged 1 ms apart; CI failed on it once): it then tells of
+    # one 1011 fewer, so the closes it tells are the 1011s, up to 3, and then 1006s
+    n = out.count(said)
+    assert 2 <= n <= 3 and out == [said] * n + ["1006 "] * (6 - n), out
     assert ext.calls == 3
     warned = [r for r in caplog.records if r.getMessage().startswith("refused hocuspocus socket")]
     assert len(warned) == 3, warned
