@@ -43,7 +43,7 @@ from typing import Any
 
 import httpx
 
-from palimpsest.history.readable import blame_pieces, tree_text
+from palimpsest.readable import blame_pieces, tree_text
 from palimpsest.util import argv_text, text_output, with_local_offset
 
 from .errors import ClientError, Locked, NotFound, ReadOnly, Refused, ServerGone, Timeout

@@ -21,11 +21,11 @@ from pycrdt import Doc, Text, XmlFragment, get_state
 from . import erasure, subdoc_options, undo
 from . import protocol as P
 from .errors import FATAL, DocumentBroken, PalimpsestError, StoreError, TooDeep, panicked
-from .history.readable import tree_text
 from .history.render import TEXT, XML, infer_root_types, render, root_names, xml_tree
 from .log_damage import lost_words
 from .names import validate_doc_name
 from .ownership import imported_clients
+from .readable import tree_text
 from .room import IMPORT_KIND
 from .settings import Settings
 from .snapshots import Fixes, Loaded, TooBroken, chain, load, new_doc
@@ -96,7 +96,7 @@ def root_types(ydoc: Doc[Any]) -> dict[str, str]:
 
 def rendered(ydoc: Doc[Any], readable: bool = False) -> dict[str, dict[str, Any]]:
     """Every root as {type, value}, on a scratch copy (fixing root types is harmless there).
-    `readable`: an XML root's value is its readable text (history.readable: `export
+    `readable`: an XML root's value is its readable text (palimpsest.readable: `export
     --format text`), not its XML string; one nested too deep for that (TooDeep) keeps
     its XML string, which has no such limit."""
     scratch: Doc[Any] = Doc()

@@ -26,7 +26,7 @@ from yclient import connect
 
 from palimpsest.cli import main as admin_main
 from palimpsest.client.cli import main as client_main
-from palimpsest.history.readable import tree_text
+from palimpsest.readable import tree_text
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 DOC = "lx2"
