@@ -1066,6 +1066,19 @@ def test_the_page_edits_a_monaco_documents_text_where_monaco_keeps_it(
     assert not carol.errors and not ann_errors, (carol.errors, ann_errors)  # type: ignore[attr-defined]
 
 
+def monaco_typed_by_ann(
+    ctx: BrowserContext, page_url: str, server: ServerProcess, doc: str
+) -> tuple[Page, list[str]]:
+    """The Monaco harness page as ann (named and coloured in its awareness, as the page
+    reads a caret's owner), with "Hello world" typed into it."""
+    ann, errors = open_binding_page(ctx, page_url, "monaco.html", server, doc)
+    ann.evaluate("() => window.harness.provider.awareness.setLocalStateField("
+                 "'user', { name: 'ann', color: '#1f77b4' })")  # fmt: skip
+    ann.locator(".monaco-editor").click()
+    ann.keyboard.type("Hello world")
+    return ann, errors
+
+
 def test_the_page_and_monaco_see_each_others_carets(
     server: ServerProcess, page_url: str, people: Any, doc_name: str
 ) -> None:
@@ -1074,11 +1087,7 @@ def test_the_page_and_monaco_see_each_others_carets(
     for the page's. The page now draws Monaco's caret, with its user's name, where it is,
     and publishes its own caret in `selection` too, in positions Monaco resolves in its
     Y.Text to where the page's caret is; another page still draws that caret once."""
-    ann, ann_errors = open_binding_page(people(), page_url, "monaco.html", server, doc_name)
-    ann.evaluate("() => window.harness.provider.awareness.setLocalStateField("
-                 "'user', { name: 'ann', color: '#1f77b4' })")  # fmt: skip
-    ann.locator(".monaco-editor").click()
-    ann.keyboard.type("Hello world")
+    ann, ann_errors = monaco_typed_by_ann(people(), page_url, server, doc_name)
     ann.keyboard.press("Control+Home")
     for _ in range(5):
         ann.keyboard.press("ArrowRight")
@@ -1129,11 +1138,7 @@ def test_no_carets_cross_between_the_page_and_monaco_on_different_roots(
     carol = open_page(people(), server, doc_name, "carol")
     carol.locator(".cm-content").click()
     carol.keyboard.type("Page text here")
-    ann, ann_errors = open_binding_page(people(), page_url, "monaco.html", server, doc_name)
-    ann.evaluate("() => window.harness.provider.awareness.setLocalStateField("
-                 "'user', { name: 'ann', color: '#1f77b4' })")  # fmt: skip
-    ann.locator(".monaco-editor").click()
-    ann.keyboard.type("Hello world")
+    ann, ann_errors = monaco_typed_by_ann(people(), page_url, server, doc_name)
     ann.keyboard.press("Control+Home")
     ann.keyboard.press("ArrowRight")
     carol.locator(".cm-content").click()
