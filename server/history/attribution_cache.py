@@ -30,7 +30,7 @@ from ..errors import FATAL, DocumentBroken, LogDamaged
 from ..keyed_locks import KeyedLocks
 from ..log_damage import hole_error
 from ..snapshots import Fixes, load
-from ..store.base import EventStore
+from ..store.base import DocInfo, EventStore
 from . import attribution_codec as codec
 from .attribution import READ_PAGE, AttributionIndex, Roots, TextTrack, root_kinds
 
@@ -316,7 +316,7 @@ class AttributionCache:
                 if info.head - info.base_seq < build_from:
                     return False
                 index = await self._build(doc, await roots(), paced=True)
-            elif await self._far_behind(index, info.head):
+            elif await self._far_behind(index, info.head, info):
                 index = await self._build(doc, index.roots(), paced=True)
             index = await self._extended(index, info.head, paced=True)
             index = await self._checked(index, paced=True)
@@ -333,14 +333,17 @@ class AttributionCache:
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
 
-    async def _far_behind(self, index: AttributionIndex, upto: int | None) -> bool:
+    async def _far_behind(
+        self, index: AttributionIndex, upto: int | None, info: DocInfo | None = None
+    ) -> bool:
         """Whether `index` folds by deltas (read back from the store) and more than
         extend_read_back_max events are to be folded, while a build from the start would
         fold by ids (an uncompacted log, no XML root, no event mended): then building it
-        again costs less than extending it (see EXTEND_READ_BACK_MAX)."""
+        again costs less than extending it (see EXTEND_READ_BACK_MAX). `info`: the
+        document's, when the caller has just read it (else it is read here)."""
         if index.folds_by_ids or index.xml or self._fixes.get(index.doc_name):
             return False
-        info = await self.store.doc_info(index.doc_name)
+        info = info or await self.store.doc_info(index.doc_name)
         if info is None or info.base_seq or index.base:
             return False
         head = info.head if upto is None else min(upto, info.head)
